@@ -1,0 +1,443 @@
+"""The local driver: runs instances in this process, activities on a thread pool.
+
+One scheduler thread steps instances (one at a time, so an instance is never
+stepped twice at once in a process); activities run on a pool of worker
+threads and post their results to the store's inbox before anything else
+happens, so a crash never loses a recorded completion. Timers wait on the
+real clock, or, with ``time_skipping=True``, on a virtual clock that jumps to
+the next timer whenever nothing else can make progress and a caller is
+blocked in :meth:`Runtime.wait`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from durable.codec import decode, encode
+from durable.errors import (
+    ConfigurationError,
+    InstanceExistsError,
+    InstanceFinishedError,
+    InstanceNotFoundError,
+    WorkflowFailed,
+)
+from durable.history import (
+    CancelMessage,
+    Event,
+    EventMessage,
+    InstanceStatus,
+    Message,
+    Status,
+    TerminateMessage,
+    WorkflowStarted,
+)
+from durable.replay import ActivityWork, Decision
+from durable.runtime.activity import failed_result, run_activity
+from durable.runtime.clock import Clock, SystemClock, VirtualClock
+from durable.runtime.step import step
+from durable.store import HistoryStore, open_store
+from durable.workflow import Workflow, get_workflow
+
+R = TypeVar("R")
+log = logging.getLogger("durable.runtime")
+
+StepListener = Callable[[str, Decision], None]
+"""Called after every step that decided something: ``(instance_id, decision)``."""
+
+_POLL_SECONDS = 0.5
+_DELIVERY_ATTEMPTS = 5
+_ERROR_BACKOFF = timedelta(seconds=1)
+_AttemptKey = tuple[str, int, int, int]  # instance, run, task id, attempt
+
+
+class Runtime:
+    """Drives workflow instances in the background, from creation until :meth:`close`.
+
+    Args:
+        store: ``None`` (a fresh in-memory store), a store URL such as
+            ``"sqlite:///.durable/durable.db"``, a path, or a store object.
+        time_skipping: jump virtual time to the next timer whenever nothing
+            else can progress and someone waits (for tests and demos).
+        max_workers: threads running activities at once.
+        workflows: workflows this runtime can resume by name, in addition to
+            those registered with ``@workflow`` (found by name) and those
+            passed to :meth:`start`.
+
+    Creating a runtime on an existing store resumes every unfinished
+    instance in it, STUCK ones included.
+    """
+
+    def __init__(
+        self,
+        store: HistoryStore | str | Path | None = None,
+        *,
+        time_skipping: bool = False,
+        max_workers: int = 8,
+        workflows: tuple[Workflow[Any, Any], ...] = (),
+    ) -> None:
+        if max_workers < 1:
+            raise ConfigurationError(f"max_workers must be at least 1, got {max_workers}")
+        self._owns_store = not (store is not None and not isinstance(store, str | Path))
+        self.store: HistoryStore = open_store(store)
+        self.clock: Clock = VirtualClock() if time_skipping else SystemClock()
+        self.time_skipping = time_skipping
+        self._workflows: dict[str, Workflow[Any, Any]] = {wf.name: wf for wf in workflows}
+        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="durable-activity")
+        self._cond = threading.Condition()
+        self._ready: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._timers: list[tuple[datetime, str]] = []
+        self._running: set[_AttemptKey] = set()
+        self._deadlines: list[tuple[datetime, _AttemptKey, ActivityWork]] = []
+        self._recovering: set[str] = set()
+        self._listeners: list[StepListener] = []
+        self._waiters = 0
+        self._closed = False
+        self._last_poll = 0.0
+        for header in self.store.list(
+            status=[Status.PENDING, Status.RUNNING, Status.STUCK], limit=1_000_000
+        ):
+            self._recovering.add(header.instance_id)
+            self._enqueue_locked(header.instance_id)
+        self._thread = threading.Thread(target=self._loop, name="durable-scheduler", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public API
+
+    def start(
+        self,
+        wf: Workflow[Any, Any] | str,
+        input: Any = None,
+        instance_id: str | None = None,
+    ) -> str:
+        """Create an instance of ``wf`` and return its id at once; it runs in the background.
+
+        Starting again with the same ``instance_id`` and input returns that id
+        and changes nothing.
+
+        Raises:
+            UnknownWorkflowError: ``wf`` is a name no workflow is registered under.
+            SerializationError: ``input`` does not fit the workflow's input type.
+            InstanceExistsError: the id is taken by another workflow or input.
+        """
+        workflow = self._remember(wf)
+        payload = encode(input, workflow.codec, what=f"input of workflow {workflow.name!r}")
+        decode(payload, workflow.input_type, what=f"input of workflow {workflow.name!r}")
+        iid = instance_id if instance_id is not None else uuid.uuid4().hex
+        _check_instance_id(iid)
+        started = WorkflowStarted(workflow=workflow.name, input=payload, timestamp=self.clock.now())
+        if not self.store.create(iid, started):
+            first = self.store.history(iid, run=1)
+            first_start = first[0] if first else None
+            if not isinstance(first_start, WorkflowStarted) or first_start.workflow != workflow.name:
+                raise InstanceExistsError(iid, "and runs another workflow")
+            if first_start.input != payload:
+                raise InstanceExistsError(iid, "with different input")
+        self._enqueue(iid)
+        return iid
+
+    def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        """Deliver event ``name`` with ``data``; buffered if the workflow is not waiting yet.
+
+        Raises:
+            InstanceNotFoundError, InstanceFinishedError
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"event name must be a non-empty string, got {name!r}")
+        payload = encode(data, what=f"data of event {name!r}")
+        self._post(instance_id, EventMessage(event=name, data=payload, received_at=self.clock.now()))
+
+    def cancel(self, instance_id: str, reason: str = "") -> None:
+        """Ask the workflow to stop: it sees ``Cancelled`` at its current ``yield``."""
+        self._post(instance_id, CancelMessage(reason=reason, received_at=self.clock.now()))
+
+    def terminate(self, instance_id: str, reason: str = "") -> None:
+        """End the instance at once, running no more of its code."""
+        self._post(instance_id, TerminateMessage(reason=reason, received_at=self.clock.now()))
+
+    def status(self, instance_id: str) -> InstanceStatus:
+        """Where the instance stands.
+
+        Raises:
+            InstanceNotFoundError: unknown id.
+        """
+        header = self.store.get(instance_id)
+        if header is None:
+            raise InstanceNotFoundError(instance_id)
+        return header
+
+    def history(self, instance_id: str) -> list[Event]:
+        """The current run's events (a continued-as-new instance starts a fresh list)."""
+        return self.store.history(instance_id)
+
+    def wait(self, instance_id: str, timeout: float | None = None) -> Any:
+        """Block until the instance (and its continue-as-new chain) ends; return its result.
+
+        Raises:
+            WorkflowFailed: it ended FAILED, CANCELED or TERMINATED, or is STUCK.
+            TimeoutError: ``timeout`` seconds passed first.
+            InstanceNotFoundError: unknown id.
+        """
+        deadline = None if timeout is None else _monotonic() + timeout
+        with self._cond:
+            self._waiters += 1
+            self._cond.notify_all()
+        try:
+            while True:
+                header = self.status(instance_id)
+                if header.status.is_terminal or header.status == Status.STUCK:
+                    return self._outcome(header)
+                remaining = None if deadline is None else deadline - _monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(
+                        f"instance {instance_id!r} is still {header.status} after {timeout}s"
+                    )
+                with self._cond:
+                    self._cond.wait(min(_POLL_SECONDS, remaining or _POLL_SECONDS))
+        finally:
+            with self._cond:
+                self._waiters -= 1
+
+    def add_listener(self, listener: StepListener) -> None:
+        """Call ``listener(instance_id, decision)`` after every step (from the scheduler thread)."""
+        self._listeners.append(listener)
+
+    def close(self) -> None:
+        """Stop working; activities still running are abandoned (they run again on restart)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=10)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _remember(self, wf: Workflow[Any, Any] | str) -> Workflow[Any, Any]:
+        if isinstance(wf, str):
+            return self._resolve(wf)
+        if not isinstance(wf, Workflow):
+            raise ConfigurationError(f"not a @workflow: {wf!r}")
+        self._workflows[wf.name] = wf
+        return wf
+
+    def _resolve(self, name: str) -> Workflow[Any, Any]:
+        return self._workflows.get(name) or get_workflow(name)
+
+    def _outcome(self, header: InstanceStatus) -> Any:
+        if header.status == Status.COMPLETED:
+            try:
+                result_type = self._resolve(header.workflow).result_type
+            except Exception:
+                result_type = None
+            return decode(header.output, result_type, what=f"result of {header.workflow!r}")
+        cause = header.error.to_exception() if header.error is not None else None
+        raise WorkflowFailed(header.instance_id, header.status.value, cause)
+
+    def _post(self, instance_id: str, message: Message) -> None:
+        _check_instance_id(instance_id)
+        if not self.store.post(instance_id, message):
+            header = self.store.get(instance_id)
+            raise InstanceFinishedError(instance_id, header.status if header else "gone")
+        self._enqueue(instance_id)
+
+    def _enqueue(self, instance_id: str) -> None:
+        with self._cond:
+            self._enqueue_locked(instance_id)
+            self._cond.notify_all()
+
+    def _enqueue_locked(self, instance_id: str) -> None:
+        if instance_id not in self._queued:
+            self._queued.add(instance_id)
+            self._ready.append(instance_id)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                instance_id = self._next_ready()
+                if instance_id is None:
+                    return
+            self._step(instance_id)
+
+    def _next_ready(self) -> str | None:
+        """Wait (holding the condition) until an instance is ready; None once closed."""
+        while not self._closed:
+            now = self.clock.now()
+            self._expire_deadlines(now)
+            while self._timers and self._timers[0][0] <= now:
+                self._enqueue_locked(heapq.heappop(self._timers)[1])
+            if _monotonic() - self._last_poll >= _POLL_SECONDS:
+                self._last_poll = _monotonic()
+                for iid in self.store.ready(now):
+                    self._enqueue_locked(iid)
+            if self._ready:
+                instance_id = self._ready.popleft()
+                self._queued.discard(instance_id)
+                return instance_id
+            if self._can_skip_time():
+                assert isinstance(self.clock, VirtualClock)
+                self.clock.advance_to(self._next_wake())
+                continue
+            self._cond.wait(self._sleep_seconds(now))
+        return None
+
+    def _can_skip_time(self) -> bool:
+        return (
+            self.time_skipping
+            and self._waiters > 0
+            and not self._running
+            and not self._ready
+            and bool(self._timers or self._deadlines)
+        )
+
+    def _next_wake(self) -> datetime:
+        times = [self._timers[0][0]] if self._timers else []
+        times += [self._deadlines[0][0]] if self._deadlines else []
+        return min(times)
+
+    def _sleep_seconds(self, now: datetime) -> float:
+        wait = _POLL_SECONDS
+        if self._timers or self._deadlines:
+            wait = min(wait, max(0.0, (self._next_wake() - now).total_seconds()))
+        return wait
+
+    def _step(self, instance_id: str) -> None:
+        try:
+            decision = step(self.store, instance_id, self._resolve, self.clock.now())
+        except Exception:
+            log.exception("step of instance %s failed; retrying in %s", instance_id, _ERROR_BACKOFF)
+            with self._cond:
+                heapq.heappush(self._timers, (self.clock.now() + _ERROR_BACKOFF, instance_id))
+            return
+        recovering = instance_id in self._recovering
+        self._recovering.discard(instance_id)
+        if decision is None:
+            self._notify()
+            return
+        if decision.stuck is None and decision.status == Status.STUCK:
+            log.error("instance %s is stuck: %s", instance_id, decision.error)
+        work = decision.pending if recovering else decision.dispatch
+        for item in work:
+            self._dispatch(item)
+        with self._cond:
+            if decision.wake_at is not None:
+                heapq.heappush(self._timers, (decision.wake_at, instance_id))
+            if decision.more or decision.next_run is not None:
+                self._enqueue_locked(instance_id)
+            for child in decision.children:
+                self._enqueue_locked(child.instance_id)
+            for outgoing in decision.messages:
+                self._enqueue_locked(outgoing.instance_id)
+            self._cond.notify_all()
+        for listener in self._listeners:
+            try:
+                listener(instance_id, decision)
+            except Exception:
+                log.exception("step listener failed")
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _dispatch(self, work: ActivityWork) -> None:
+        key = (work.instance_id, work.run, work.task_id, work.attempt)
+        with self._cond:
+            if key in self._running or self._closed:
+                return
+            self._running.add(key)
+            if work.timeout is not None:
+                deadline = self.clock.now() + timedelta(seconds=work.timeout)
+                heapq.heappush(self._deadlines, (deadline, key, work))
+        self._pool.submit(self._run_attempt, key, work)
+
+    def _run_attempt(self, key: _AttemptKey, work: ActivityWork) -> None:
+        result = run_activity(work, self.clock.now)
+        with self._cond:
+            if key not in self._running:
+                return  # timed out already: the engine drops this late result anyway
+            self._running.discard(key)
+        self._deliver(work.instance_id, result)
+
+    def _expire_deadlines(self, now: datetime) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, key, work = heapq.heappop(self._deadlines)
+            if key not in self._running:
+                continue
+            self._running.discard(key)
+            error = TimeoutError(f"activity {work.activity!r} ran longer than {work.timeout}s")
+            threading.Thread(
+                target=self._deliver,
+                args=(work.instance_id, failed_result(work, error, now)),
+                daemon=True,
+            ).start()
+
+    def _deliver(self, instance_id: str, message: Message) -> None:
+        for attempt in range(_DELIVERY_ATTEMPTS):
+            try:
+                self.store.post(instance_id, message)
+                break
+            except InstanceNotFoundError:
+                return
+            except Exception:
+                if self._closed:
+                    return
+                log.exception("could not record a result for %s (try %d)", instance_id, attempt + 1)
+                time.sleep(0.1 * 2**attempt)
+        else:
+            return  # the attempt runs again when the instance is next recovered
+        self._enqueue(instance_id)
+
+
+def run(
+    wf: Workflow[Any, R],
+    input: Any = None,
+    *,
+    time_skipping: bool = False,
+    store: HistoryStore | str | Path | None = None,
+) -> R:
+    """Start one instance of ``wf`` and drive it to its end; return its result.
+
+    Raises:
+        WorkflowFailed: the instance ended FAILED, CANCELED or TERMINATED.
+    """
+    with Runtime(store, time_skipping=time_skipping) as runtime:
+        instance_id = runtime.start(wf, input)
+        result: R = runtime.wait(instance_id)
+        return result
+
+
+def _check_instance_id(instance_id: str) -> None:
+    if not isinstance(instance_id, str) or not instance_id.strip():
+        raise ValueError(f"instance id must be a non-empty string, got {instance_id!r}")
+    if len(instance_id) > 256:
+        raise ValueError(f"instance id is {len(instance_id)} characters long; the limit is 256")
+    if any(ord(c) < 32 or ord(c) == 127 for c in instance_id):
+        raise ValueError(f"instance id {instance_id!r} contains control characters")
+
+
+_monotonic = time.monotonic
