@@ -118,7 +118,9 @@ def encode_arguments(
         pass
     return {
         "args": [encode(a, codec, what=f"argument {i} of {what}") for i, a in enumerate(args)],
-        "kwargs": {k: encode(v, codec, what=f"argument {k!r} of {what}") for k, v in kwargs.items()},
+        "kwargs": {
+            k: encode(v, codec, what=f"argument {k!r} of {what}") for k, v in kwargs.items()
+        },
     }
 
 
@@ -131,9 +133,7 @@ def decode_arguments(
         params = list(inspect.signature(fn).parameters.values())
     except ValueError:
         params = []
-    positional = [
-        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     args = []
     for i, raw in enumerate(payload.get("args", [])):
         name = positional[i].name if i < len(positional) else None

@@ -140,7 +140,7 @@ class WorkflowFailed(DurableError):
         self.cause = cause
 
 
-class Cancelled(BaseException):  # noqa: N818 - the public name is part of the API
+class Cancelled(BaseException):
     """Thrown into a workflow at its current ``yield`` when the instance is cancelled.
 
     A workflow may catch it to clean up (and keep yielding activities); if it

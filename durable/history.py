@@ -375,4 +375,3 @@ def message_to_json(message: Message) -> str:
 def message_from_json(text: str | bytes) -> Message:
     """Parse one inbox message written by :func:`message_to_json`."""
     return _MESSAGE.validate_json(text)
-

@@ -183,7 +183,11 @@ class _Execution:
     """One replay of one run: implements the Context's hooks and applies events."""
 
     def __init__(
-        self, workflow: Workflow[Any, Any], history: Sequence[Event], now: datetime, instance_id: str
+        self,
+        workflow: Workflow[Any, Any],
+        history: Sequence[Event],
+        now: datetime,
+        instance_id: str,
     ) -> None:
         if not history or not isinstance(history[0], WorkflowStarted):
             raise InvalidHistoryError(f"history of {instance_id!r} must begin with WorkflowStarted")
@@ -301,7 +305,9 @@ class _Execution:
             self._fail_nondeterminism(tid, _describe_recorded(rec), yielded)
         return rec
 
-    def _fail_nondeterminism(self, position: int, recorded: str | None, yielded: str | None) -> None:
+    def _fail_nondeterminism(
+        self, position: int, recorded: str | None, yielded: str | None
+    ) -> None:
         self.nde = NonDeterminismError(self.instance_id, position, recorded, yielded)
         raise _Abort()
 
@@ -414,7 +420,9 @@ class _Execution:
         )
         self.child_starts.append(ChildStart(child_id, started))
 
-    def _work(self, task: ActivityTask[Any], scheduled: ActivityScheduled, attempt: int) -> ActivityWork:
+    def _work(
+        self, task: ActivityTask[Any], scheduled: ActivityScheduled, attempt: int
+    ) -> ActivityWork:
         return ActivityWork(
             instance_id=self.instance_id,
             run=self.run,
@@ -469,7 +477,9 @@ class _Execution:
             except Cancelled as exc:
                 if self.nde is not None:
                     raise _Abort() from None
-                self._finish(WorkflowCanceled(reason=exc.reason, error=ErrorInfo.from_exception(exc)))
+                self._finish(
+                    WorkflowCanceled(reason=exc.reason, error=ErrorInfo.from_exception(exc))
+                )
                 return
             except Exception as exc:
                 if self.nde is not None:
@@ -620,18 +630,18 @@ class _Execution:
         if handler is not None:
             handler(event)
 
-    def _apply_ActivityScheduled(self, event: ActivityScheduled) -> None:  # noqa: N802
+    def _apply_ActivityScheduled(self, event: ActivityScheduled) -> None:
         state = self.activities.get(event.task_id)
         if state is not None:
             state.attempt = event.attempt
             state.retry_at = None
 
-    def _apply_ActivityRetryScheduled(self, event: ActivityRetryScheduled) -> None:  # noqa: N802
+    def _apply_ActivityRetryScheduled(self, event: ActivityRetryScheduled) -> None:
         state = self.activities.get(event.task_id)
         if state is not None:
             state.retry_at = event.fire_at
 
-    def _apply_ActivityCompleted(self, event: ActivityCompleted) -> None:  # noqa: N802
+    def _apply_ActivityCompleted(self, event: ActivityCompleted) -> None:
         state = self.activities.pop(event.task_id, None)
         if state is None:
             return
@@ -644,13 +654,13 @@ class _Execution:
             self._settle(state.task, value=value)
         self._wake()
 
-    def _apply_ActivityFailed(self, event: ActivityFailed) -> None:  # noqa: N802
+    def _apply_ActivityFailed(self, event: ActivityFailed) -> None:
         state = self.activities.pop(event.task_id, None)
         if state is not None:
             self._settle(state.task, error=event.error.to_exception())
             self._wake()
 
-    def _apply_TimerFired(self, event: TimerFired) -> None:  # noqa: N802
+    def _apply_TimerFired(self, event: TimerFired) -> None:
         timer = self.timers.pop(event.task_id, None)
         if timer is not None:
             self._settle(timer[0], value=None)
@@ -663,7 +673,7 @@ class _Execution:
             self._settle(task, error=TimeoutError(f"no event {task.event!r} arrived in time"))
             self._wake()
 
-    def _apply_EventRaised(self, event: EventRaised) -> None:  # noqa: N802
+    def _apply_EventRaised(self, event: EventRaised) -> None:
         waiting = self.waits.get(event.event)
         if not waiting:
             self.buffered.setdefault(event.event, deque()).append(event.data)
@@ -674,7 +684,7 @@ class _Execution:
         self._settle(task, value=event.data)
         self._wake()
 
-    def _apply_ChildCompleted(self, event: ChildCompleted) -> None:  # noqa: N802
+    def _apply_ChildCompleted(self, event: ChildCompleted) -> None:
         task = self.children.pop(event.task_id, None)
         if task is None:
             return
@@ -687,16 +697,16 @@ class _Execution:
             self._settle(task, value=value)
         self._wake()
 
-    def _apply_ChildFailed(self, event: ChildFailed) -> None:  # noqa: N802
+    def _apply_ChildFailed(self, event: ChildFailed) -> None:
         task = self.children.pop(event.task_id, None)
         if task is not None:
             self._settle(task, error=event.error.to_exception())
             self._wake()
 
-    def _apply_StatusSet(self, event: StatusSet) -> None:  # noqa: N802
+    def _apply_StatusSet(self, event: StatusSet) -> None:
         self.custom_status = event.value
 
-    def _apply_CancelRequested(self, event: CancelRequested) -> None:  # noqa: N802
+    def _apply_CancelRequested(self, event: CancelRequested) -> None:
         if self.cancel_thrown or self.gen is None:
             return
         self.cancel_thrown = True
@@ -767,9 +777,8 @@ class _Execution:
                 else:
                     error = message.error or ErrorInfo(type="ChildFailed", message=message.status)
                     event = ChildFailed(task_id=message.task_id, status=message.status, error=error)
-        elif isinstance(message, CancelMessage):
-            if not self.cancel_thrown:
-                event = CancelRequested(reason=message.reason)
+        elif isinstance(message, CancelMessage) and not self.cancel_thrown:
+            event = CancelRequested(reason=message.reason)
         if event is not None:
             self._append(event)
             self._apply(event)
@@ -792,7 +801,10 @@ class _Execution:
             key = f"{self.instance_id}:{self.run}:{message.task_id}"
             fire_at = message.received_at + policy.delay(message.attempt, jitter_key=key)
             return ActivityRetryScheduled(
-                task_id=message.task_id, attempt=message.attempt, fire_at=fire_at, error=message.error
+                task_id=message.task_id,
+                attempt=message.attempt,
+                fire_at=fire_at,
+                error=message.error,
             )
         return ActivityFailed(task_id=message.task_id, attempt=message.attempt, error=message.error)
 
@@ -921,9 +933,7 @@ def _decision(
     decision.status = _FINAL_STATUS[type(final)]
     if isinstance(final, WorkflowCompleted):
         decision.output = final.result
-    elif isinstance(final, WorkflowFailed):
-        decision.error = final.error
-    elif isinstance(final, WorkflowCanceled):
+    elif isinstance(final, (WorkflowFailed, WorkflowCanceled)):
         decision.error = final.error
     elif isinstance(final, WorkflowContinuedAsNew):
         decision.next_run = WorkflowStarted(
@@ -941,7 +951,9 @@ def _decision(
     return decision
 
 
-def _notify_parent(started: WorkflowStarted, final: Event, instance_id: str) -> list[OutgoingMessage]:
+def _notify_parent(
+    started: WorkflowStarted, final: Event, instance_id: str
+) -> list[OutgoingMessage]:
     if started.parent_id is None or started.parent_task_id is None:
         return []
     status = _FINAL_STATUS[type(final)]

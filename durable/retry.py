@@ -88,4 +88,3 @@ class RetryPolicy:
 
 NO_RETRY = RetryPolicy(max_attempts=1)
 """The policy of an activity that neither it nor its workflow gave one: one attempt."""
-

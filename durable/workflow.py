@@ -311,7 +311,7 @@ class _ReplaySafeLogger(logging.LoggerAdapter[logging.Logger]):
         super().__init__(logger, {"instance_id": instance_id})
         self._hooks = hooks
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's API
+    def isEnabledFor(self, level: int) -> bool:
         return not self._hooks.is_replaying and super().isEnabledFor(level)
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:

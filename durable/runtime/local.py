@@ -105,7 +105,7 @@ class Runtime:
         self._waiters = 0
         self._closed = False
         self._last_poll = 0.0
-        for header in self.store.list(
+        for header in self.store.list_instances(
             status=[Status.PENDING, Status.RUNNING, Status.STUCK], limit=1_000_000
         ):
             self._recovering.add(header.instance_id)
@@ -140,7 +140,10 @@ class Runtime:
         if not self.store.create(iid, started):
             first = self.store.history(iid, run=1)
             first_start = first[0] if first else None
-            if not isinstance(first_start, WorkflowStarted) or first_start.workflow != workflow.name:
+            if (
+                not isinstance(first_start, WorkflowStarted)
+                or first_start.workflow != workflow.name
+            ):
                 raise InstanceExistsError(iid, "and runs another workflow")
             if first_start.input != payload:
                 raise InstanceExistsError(iid, "with different input")
@@ -156,7 +159,9 @@ class Runtime:
         if not isinstance(name, str) or not name:
             raise ValueError(f"event name must be a non-empty string, got {name!r}")
         payload = encode(data, what=f"data of event {name!r}")
-        self._post(instance_id, EventMessage(event=name, data=payload, received_at=self.clock.now()))
+        self._post(
+            instance_id, EventMessage(event=name, data=payload, received_at=self.clock.now())
+        )
 
     def cancel(self, instance_id: str, reason: str = "") -> None:
         """Ask the workflow to stop: it sees ``Cancelled`` at its current ``yield``."""

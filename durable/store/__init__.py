@@ -42,7 +42,9 @@ def open_store(spec: HistoryStore | str | Path | None) -> HistoryStore:
         options = {k: v[-1] for k, v in parse_qs(url.query).items()}
         unknown = set(options) - {"synchronous"}
         if unknown:
-            raise ConfigurationError(f"unknown SQLite store option(s) {sorted(unknown)} in {spec!r}")
+            raise ConfigurationError(
+                f"unknown SQLite store option(s) {sorted(unknown)} in {spec!r}"
+            )
         return SQLiteStore(path, synchronous=options.get("synchronous", "FULL"))
     if "://" in spec:
         raise ConfigurationError(

@@ -97,7 +97,7 @@ class HistoryStore(Protocol):
         """
         ...
 
-    def list(
+    def list_instances(
         self,
         *,
         status: Status | Sequence[Status] | None = None,

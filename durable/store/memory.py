@@ -88,7 +88,7 @@ class MemoryStore:
             inst = self._get(instance_id)
             return list(inst.runs.get(run if run is not None else inst.header.run, []))
 
-    def list(
+    def list_instances(
         self,
         *,
         status: Status | Sequence[Status] | None = None,

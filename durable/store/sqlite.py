@@ -78,8 +78,8 @@ def _ts(value: datetime) -> float:
     return value.timestamp()
 
 
-def _dt(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, UTC) if value is not None else None
+def _dt(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
 
 
 def _json(value: Any) -> str | None:
@@ -97,7 +97,9 @@ class SQLiteStore:
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         sync = synchronous.upper()
         if sync not in _SYNCHRONOUS:
-            raise ConfigurationError(f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}")
+            raise ConfigurationError(
+                f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}"
+            )
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +205,10 @@ class SQLiteStore:
                 ),
             )
             for child in decision.children:
-                if not self._create(db, child.instance_id, child.started) and not new.status.is_terminal:
+                if (
+                    not self._create(db, child.instance_id, child.started)
+                    and not new.status.is_terminal
+                ):
                     self._insert_message(db, iid, child_taken_message(child))
             for outgoing in decision.messages:
                 self._post(db, outgoing.instance_id, outgoing.message)
@@ -268,14 +273,15 @@ class SQLiteStore:
                 raise InstanceNotFoundError(instance_id)
             return self._history(db, instance_id, run if run is not None else header.run)
 
-    def list(
+    def list_instances(
         self,
         *,
         status: Status | Sequence[Status] | None = None,
         workflow: str | None = None,
         limit: int = 100,
     ) -> list[InstanceStatus]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         wanted = statuses(status)
         if wanted is not None:
             clauses.append(f"status IN ({', '.join('?' for _ in wanted)})")
@@ -344,6 +350,6 @@ def _row_to_header(row: tuple[Any, ...]) -> InstanceStatus:
         custom_status=json.loads(custom) if custom is not None else None,
         created_at=_dt(created),
         updated_at=_dt(updated),
-        wake_at=_dt(wake),
+        wake_at=_dt(wake) if wake is not None else None,
         parent_id=parent,
     )
