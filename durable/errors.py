@@ -23,9 +23,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DurableError(Exception):
     """Root of every error raised by `durable`."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take other __init__ arguments than the message pickle would
+        # pass back; rebuild them from their args and attributes instead, so that
+        # a recorded error (e.g. NonDeterminismError of a STUCK instance) comes
+        # back as its own type.
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type[DurableError], args: tuple[Any, ...], state: dict[str, Any]) -> DurableError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigurationError(DurableError):

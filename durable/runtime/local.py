@@ -33,6 +33,7 @@ from durable.errors import (
     WorkflowFailed,
 )
 from durable.history import (
+    ActivityResult,
     CancelMessage,
     Event,
     EventMessage,
@@ -57,8 +58,20 @@ StepListener = Callable[[str, Decision], None]
 
 _POLL_SECONDS = 0.5
 _DELIVERY_ATTEMPTS = 5
-_ERROR_BACKOFF = timedelta(seconds=1)
+_ERROR_BACKOFF = 1.0  # seconds of real time before a step that raised is tried again
 _AttemptKey = tuple[str, int, int, int]  # instance, run, task id, attempt
+
+# The life of one activity attempt in ``Runtime._attempts``:
+#
+#   dispatched ──> "running" ──(returns)──> "delivering" ──(posted)──> gone
+#                      │
+#                      └──(deadline)──> "timed_out" ──(failure posted)──> gone
+#
+# An attempt stays in the table until its outcome is in the store's inbox
+# *and* its instance is queued, so time skipping (which needs the table
+# empty) can never jump over a result that is on its way. The late return of
+# a timed-out attempt finds its entry gone or "timed_out" and is dropped.
+_RUNNING, _DELIVERING, _TIMED_OUT = "running", "delivering", "timed_out"
 
 
 class Runtime:
@@ -97,19 +110,27 @@ class Runtime:
         self._cond = threading.Condition()
         self._ready: deque[str] = deque()
         self._queued: set[str] = set()
+        # Timers: a heap of (when, instance); an entry counts only while it is
+        # the instance's current wake time in ``_wake`` (stale ones are skipped).
         self._timers: list[tuple[datetime, str]] = []
-        self._running: set[_AttemptKey] = set()
+        self._wake: dict[str, datetime] = {}
+        self._attempts: dict[_AttemptKey, str] = {}
         self._deadlines: list[tuple[datetime, _AttemptKey, ActivityWork]] = []
         self._recovering: set[str] = set()
+        self._stepping: str | None = None
         self._listeners: list[StepListener] = []
         self._waiters = 0
         self._closed = False
         self._last_poll = 0.0
-        for header in self.store.list_instances(
+        unfinished = self.store.list_instances(
             status=[Status.PENDING, Status.RUNNING, Status.STUCK], limit=1_000_000
-        ):
+        )
+        for header in unfinished:
             self._recovering.add(header.instance_id)
             self._enqueue_locked(header.instance_id)
+        if isinstance(self.clock, VirtualClock) and unfinished:
+            # A previous runtime may have skipped ahead: never let time run backwards.
+            self.clock.advance_to(max(h.updated_at for h in unfinished))
         self._thread = threading.Thread(target=self._loop, name="durable-scheduler", daemon=True)
         self._thread.start()
 
@@ -131,12 +152,15 @@ class Runtime:
             SerializationError: ``input`` does not fit the workflow's input type.
             InstanceExistsError: the id is taken by another workflow or input.
         """
+        self._check_open()
         workflow = self._remember(wf)
         payload = encode(input, workflow.codec, what=f"input of workflow {workflow.name!r}")
         decode(payload, workflow.input_type, what=f"input of workflow {workflow.name!r}")
         iid = instance_id if instance_id is not None else uuid.uuid4().hex
         _check_instance_id(iid)
-        started = WorkflowStarted(workflow=workflow.name, input=payload, timestamp=self.clock.now())
+        started = WorkflowStarted(
+            workflow=workflow.name, input=payload, seq=1, timestamp=self.clock.now()
+        )
         if not self.store.create(iid, started):
             first = self.store.history(iid, run=1)
             first_start = first[0] if first else None
@@ -190,7 +214,8 @@ class Runtime:
         """Block until the instance (and its continue-as-new chain) ends; return its result.
 
         Raises:
-            WorkflowFailed: it ended FAILED, CANCELED or TERMINATED, or is STUCK.
+            WorkflowFailed: it ended FAILED, CANCELED or TERMINATED, or is STUCK
+                (after this runtime retried it with the code it has).
             TimeoutError: ``timeout`` seconds passed first.
             InstanceNotFoundError: unknown id.
         """
@@ -201,7 +226,9 @@ class Runtime:
         try:
             while True:
                 header = self.status(instance_id)
-                if header.status.is_terminal or header.status == Status.STUCK:
+                if header.status.is_terminal or (
+                    header.status == Status.STUCK and not self._may_unstick(instance_id)
+                ):
                     return self._outcome(header)
                 remaining = None if deadline is None else deadline - _monotonic()
                 if remaining is not None and remaining <= 0:
@@ -243,6 +270,19 @@ class Runtime:
 
     # ------------------------------------------------------------------ internals
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigurationError("this Runtime is closed")
+
+    def _may_unstick(self, instance_id: str) -> bool:
+        """Whether a step of a STUCK instance is still to come (queued, recovering or running)."""
+        with self._cond:
+            return (
+                instance_id in self._queued
+                or instance_id in self._recovering
+                or self._stepping == instance_id
+            )
+
     def _remember(self, wf: Workflow[Any, Any] | str) -> Workflow[Any, Any]:
         if isinstance(wf, str):
             return self._resolve(wf)
@@ -265,6 +305,7 @@ class Runtime:
         raise WorkflowFailed(header.instance_id, header.status.value, cause)
 
     def _post(self, instance_id: str, message: Message) -> None:
+        self._check_open()
         _check_instance_id(instance_id)
         if not self.store.post(instance_id, message):
             header = self.store.get(instance_id)
@@ -287,15 +328,26 @@ class Runtime:
                 instance_id = self._next_ready()
                 if instance_id is None:
                     return
-            self._step(instance_id)
+                self._stepping = instance_id
+            try:
+                self._step(instance_id)
+            except Exception:  # never let the scheduler thread die
+                log.exception("scheduler failed on instance %s", instance_id)
+                self._retry_later(instance_id)
+            finally:
+                with self._cond:
+                    self._stepping = None
+                    self._cond.notify_all()
 
     def _next_ready(self) -> str | None:
         """Wait (holding the condition) until an instance is ready; None once closed."""
         while not self._closed:
             now = self.clock.now()
             self._expire_deadlines(now)
-            while self._timers and self._timers[0][0] <= now:
-                self._enqueue_locked(heapq.heappop(self._timers)[1])
+            while (due := self._next_timer()) is not None and due[0] <= now:
+                heapq.heappop(self._timers)
+                del self._wake[due[1]]
+                self._enqueue_locked(due[1])
             if _monotonic() - self._last_poll >= _POLL_SECONDS:
                 self._last_poll = _monotonic()
                 for iid in self.store.ready(now):
@@ -304,54 +356,81 @@ class Runtime:
                 instance_id = self._ready.popleft()
                 self._queued.discard(instance_id)
                 return instance_id
-            if self._can_skip_time():
+            wake = self._next_timer()
+            if self._can_skip_time() and wake is not None:
                 assert isinstance(self.clock, VirtualClock)
-                self.clock.advance_to(self._next_wake())
+                self.clock.advance_to(wake[0])
                 continue
-            self._cond.wait(self._sleep_seconds(now))
+            self._cond.wait(self._sleep_seconds(now, wake))
         return None
 
+    def _next_timer(self) -> tuple[datetime, str] | None:
+        """The earliest live timer (dropping stale heap entries on the way)."""
+        while self._timers:
+            at, iid = self._timers[0]
+            if self._wake.get(iid) == at:
+                return at, iid
+            heapq.heappop(self._timers)
+        return None
+
+    def _set_wake(self, instance_id: str, at: datetime | None) -> None:
+        with self._cond:
+            if at is None:
+                self._wake.pop(instance_id, None)
+            elif self._wake.get(instance_id) != at:
+                self._wake[instance_id] = at
+                heapq.heappush(self._timers, (at, instance_id))
+            self._cond.notify_all()
+
+    def _retry_later(self, instance_id: str) -> None:
+        """Step again after a pause of real time (virtual time must not skip over a failing step)."""
+        timer = threading.Timer(_ERROR_BACKOFF, self._enqueue, args=(instance_id,))
+        timer.daemon = True
+        timer.start()
+
     def _can_skip_time(self) -> bool:
+        """Nothing can progress but a timer, and someone is blocked in ``wait``."""
         return (
             self.time_skipping
             and self._waiters > 0
-            and not self._running
+            and not self._attempts
             and not self._ready
-            and bool(self._timers or self._deadlines)
+            and self._stepping is None
         )
 
-    def _next_wake(self) -> datetime:
-        times = [self._timers[0][0]] if self._timers else []
+    def _sleep_seconds(self, now: datetime, wake: tuple[datetime, str] | None) -> float:
+        times = [wake[0]] if wake is not None else []
         times += [self._deadlines[0][0]] if self._deadlines else []
-        return min(times)
-
-    def _sleep_seconds(self, now: datetime) -> float:
-        wait = _POLL_SECONDS
-        if self._timers or self._deadlines:
-            wait = min(wait, max(0.0, (self._next_wake() - now).total_seconds()))
-        return wait
+        if not times:
+            return _POLL_SECONDS
+        return min(_POLL_SECONDS, max(0.0, (min(times) - now).total_seconds()))
 
     def _step(self, instance_id: str) -> None:
         try:
             decision = step(self.store, instance_id, self._resolve, self.clock.now())
+        except InstanceNotFoundError:
+            self._recovering.discard(instance_id)
+            self._set_wake(instance_id, None)  # deleted meanwhile: forget it
+            return
         except Exception:
-            log.exception("step of instance %s failed; retrying in %s", instance_id, _ERROR_BACKOFF)
-            with self._cond:
-                heapq.heappush(self._timers, (self.clock.now() + _ERROR_BACKOFF, instance_id))
+            log.exception(
+                "step of instance %s failed; retrying in %ss", instance_id, _ERROR_BACKOFF
+            )
+            self._retry_later(instance_id)
             return
         recovering = instance_id in self._recovering
         self._recovering.discard(instance_id)
         if decision is None:
-            self._notify()
+            self._set_wake(instance_id, None)
             return
         if decision.stuck is None and decision.status == Status.STUCK:
             log.error("instance %s is stuck: %s", instance_id, decision.error)
+        # After a restart nobody runs the attempts a crash interrupted: start them all.
         work = decision.pending if recovering else decision.dispatch
         for item in work:
             self._dispatch(item)
+        self._set_wake(instance_id, decision.wake_at)
         with self._cond:
-            if decision.wake_at is not None:
-                heapq.heappush(self._timers, (decision.wake_at, instance_id))
             if decision.more or decision.next_run is not None:
                 self._enqueue_locked(instance_id)
             for child in decision.children:
@@ -365,57 +444,69 @@ class Runtime:
             except Exception:
                 log.exception("step listener failed")
 
-    def _notify(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
     def _dispatch(self, work: ActivityWork) -> None:
         key = (work.instance_id, work.run, work.task_id, work.attempt)
         with self._cond:
-            if key in self._running or self._closed:
+            if key in self._attempts or self._closed:
                 return
-            self._running.add(key)
-            if work.timeout is not None:
-                deadline = self.clock.now() + timedelta(seconds=work.timeout)
-                heapq.heappush(self._deadlines, (deadline, key, work))
-        self._pool.submit(self._run_attempt, key, work)
+            self._attempts[key] = _RUNNING
+        try:
+            self._pool.submit(self._run_attempt, key, work)
+        except RuntimeError:  # the pool shut down: the attempt runs again on restart
+            with self._cond:
+                self._attempts.pop(key, None)
 
     def _run_attempt(self, key: _AttemptKey, work: ActivityWork) -> None:
+        if work.timeout is not None:
+            # The deadline counts from the start of the attempt, not from its time in the queue.
+            with self._cond:
+                deadline = self.clock.now() + timedelta(seconds=work.timeout)
+                heapq.heappush(self._deadlines, (deadline, key, work))
+                self._cond.notify_all()
         result = run_activity(work, self.clock.now)
         with self._cond:
-            if key not in self._running:
-                return  # timed out already: the engine drops this late result anyway
-            self._running.discard(key)
-        self._deliver(work.instance_id, result)
+            if self._attempts.get(key) != _RUNNING:
+                return  # timed out already: its failure was posted in its place
+            self._attempts[key] = _DELIVERING
+        self._deliver(key, result)
 
     def _expire_deadlines(self, now: datetime) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:
             _, key, work = heapq.heappop(self._deadlines)
-            if key not in self._running:
+            if self._attempts.get(key) != _RUNNING:
                 continue
-            self._running.discard(key)
+            self._attempts[key] = _TIMED_OUT
             error = TimeoutError(f"activity {work.activity!r} ran longer than {work.timeout}s")
             threading.Thread(
                 target=self._deliver,
-                args=(work.instance_id, failed_result(work, error, now)),
+                args=(key, failed_result(work, error, now)),
+                name="durable-timeout",
                 daemon=True,
             ).start()
 
-    def _deliver(self, instance_id: str, message: Message) -> None:
-        for attempt in range(_DELIVERY_ATTEMPTS):
-            try:
-                self.store.post(instance_id, message)
-                break
-            except InstanceNotFoundError:
-                return
-            except Exception:
-                if self._closed:
+    def _deliver(self, key: _AttemptKey, message: ActivityResult) -> None:
+        """Post an attempt's outcome, then queue its instance (both before it leaves the table)."""
+        instance_id = key[0]
+        try:
+            for attempt in range(_DELIVERY_ATTEMPTS):
+                try:
+                    self.store.post(instance_id, message)
                     return
-                log.exception("could not record a result for %s (try %d)", instance_id, attempt + 1)
-                time.sleep(0.1 * 2**attempt)
-        else:
-            return  # the attempt runs again when the instance is next recovered
-        self._enqueue(instance_id)
+                except InstanceNotFoundError:
+                    return
+                except Exception:
+                    if self._closed:
+                        return
+                    log.exception(
+                        "could not record a result for %s (try %d)", instance_id, attempt + 1
+                    )
+                    time.sleep(0.1 * 2**attempt)
+            # Given up: the attempt runs again when the instance is next recovered.
+        finally:
+            with self._cond:
+                self._attempts.pop(key, None)
+                self._enqueue_locked(instance_id)
+                self._cond.notify_all()
 
 
 def run(
