@@ -18,6 +18,14 @@ history already recorded must match it (same kind, same activity, event or
 workflow name), else the step ends with :class:`NonDeterminismError` and the
 instance is kept STUCK with nothing written. Results are applied in history
 order, so ``ctx.any`` picks the same winner on every replay.
+
+New input is applied in time order: inbox messages by ``received_at`` and due
+timers (sleeps, event-wait deadlines, retries) by due time, a timer first on
+a tie. An external event goes to the oldest wait the workflow is blocked on;
+with none, it is buffered for the next wait on that name (so a wait that lost
+a ``ctx.any`` does not swallow it). At the end of a step the suspended
+generator is closed with every command ignored, so ``finally`` blocks never
+run later at garbage collection.
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from durable.codec import ErrorInfo, decode, encode, encode_arguments
-from durable.errors import Cancelled, DurableError, NonDeterminismError
+from durable.errors import Cancelled, DurableError, NonDeterminismError, SerializationError
+from durable.errors import WorkflowFailed as WorkflowFailedError
 from durable.history import (
     FINAL_EVENTS,
     ActivityCompleted,
@@ -217,6 +226,10 @@ class _Execution:
         self.final: Event | None = None
         self.cancel_thrown = False
         self.nde: NonDeterminismError | None = None
+        self.first_new_id: int | None = None
+        """The first command the code issued that the history lacks, while still replaying it."""
+        self.closing = False
+        """True while the suspended generator is closed at the end of a step (see close())."""
 
         self.activities: dict[int, _ActivityState] = {}
         self.timers: dict[int, tuple[TimerTask, datetime]] = {}
@@ -224,6 +237,7 @@ class _Execution:
         self.waits: dict[str, deque[EventTask]] = {}
         self.buffered: dict[str, deque[Any]] = {}
         self.children: dict[int, ChildTask[Any]] = {}
+        self.child_ids: dict[int, str] = {}
         self.custom_status: Any = None
 
         self.new_events: list[Event] = []
@@ -240,11 +254,16 @@ class _Execution:
 
     @property
     def is_replaying(self) -> bool:
-        if not self.in_history:
-            return False
-        return self.cursor < len(self.history) - 1 or self.next_id <= self.max_recorded
+        # Code run while recorded events are applied already ran in the step that
+        # recorded them (a step applies every event it appends, the last one too),
+        # except on a first step and once the code issues a command the history lacks.
+        if self.closing:
+            return True
+        return self.in_history and len(self.history) > 1 and self.first_new_id is None
 
     def side_effect(self, effect: str) -> Any:
+        if self.closing:
+            return self._derive(effect, self.next_id)
         rec = self._issue(f"side effect {effect}()", lambda r: _is_effect(r, effect))
         tid = self.next_id - 1
         self.issued[tid] = effect
@@ -257,14 +276,24 @@ class _Execution:
 
     def set_status(self, value: Any) -> None:
         encoded = encode(value, what="custom status")
-        if self.is_replaying or encoded == self.custom_status:
+        if self.closing or self.is_replaying or encoded == self.custom_status:
             return
         self._append(StatusSet(value=encoded))
         self.custom_status = encoded
 
     def patched(self, patch_id: str) -> bool:
-        if patch_id in self.patches:
-            return self.patches[patch_id]
+        if patch_id in self.patches or self.closing:
+            return self.patches.get(patch_id, False)
+        # Markers are recorded in the order the code asked; markers before this
+        # one that the code no longer asks for belong to retired patches.
+        tid = self.next_id
+        while isinstance(marker := self.recorded.get(tid), PatchMarker):
+            if marker.patch_id == patch_id:
+                for retired in range(self.next_id, tid):
+                    self.issued[retired] = "retired patch"
+                self.next_id = tid
+                break
+            tid += 1
         rec = self.recorded.get(self.next_id)
         if isinstance(rec, PatchMarker) and rec.patch_id == patch_id:
             result = True
@@ -331,20 +360,20 @@ class _Execution:
 
     def _schedule_activity(self, task: ActivityTask[Any]) -> None:
         act = task.activity
+        # Encoded before taking an id, on replay too: arguments the codec cannot
+        # carry raise at the yield and issue nothing, the same way every time.
+        payload = encode_arguments(
+            act.fn, task.args, task.kwargs, act.codec, what=f"activity {act.name!r}"
+        )
         rec = self._issue(
             task.describe(),
             lambda r: isinstance(r, ActivityScheduled) and r.activity == act.name,
         )
         tid = self.next_id - 1
-        task.task_id = tid
-        self.issued[tid] = task
         if isinstance(rec, ActivityScheduled):
             scheduled = rec
         else:
             timeout = task.timeout if task.timeout is not None else act.timeout
-            payload = encode_arguments(
-                act.fn, task.args, task.kwargs, act.codec, what=f"activity {act.name!r}"
-            )
             scheduled = ActivityScheduled(
                 task_id=tid,
                 activity=act.name,
@@ -354,6 +383,8 @@ class _Execution:
             )
             self._append(scheduled)
             self.dispatch.append(self._work(task, scheduled, 1))
+        task.task_id = tid
+        self.issued[tid] = task
         self.activities[tid] = _ActivityState(task, scheduled)
 
     def _schedule_timer(self, task: TimerTask) -> None:
@@ -383,16 +414,27 @@ class _Execution:
             self._append(
                 EventWaitStarted(task_id=tid, event=task.event, timeout_at=deadline, name=task.name)
             )
-        buffered = self.buffered.get(task.event)
-        if buffered:
-            self._settle(task, value=buffered.popleft())
-            return
         self.waits.setdefault(task.event, deque()).append(task)
         if deadline is not None:
             self.wait_deadlines[tid] = (task, deadline)
 
+    def _take_buffered(self, task: Task[Any]) -> None:
+        """Hand buffered events to the waits in ``task``, which the workflow now awaits."""
+        for leaf in _leaves(task):
+            if isinstance(leaf, EventTask) and not leaf.done:
+                buffered = self.buffered.get(leaf.event)
+                if buffered:
+                    self._deliver(leaf, buffered.popleft())
+
+    def _deliver(self, task: EventTask, data: Any) -> None:
+        self.waits[task.event].remove(task)
+        if task.task_id is not None:
+            self.wait_deadlines.pop(task.task_id, None)
+        self._settle(task, value=data)
+
     def _schedule_child(self, task: ChildTask[Any]) -> None:
         wf = task.workflow
+        payload = encode(task.input, wf.codec, what=f"input of child workflow {wf.name!r}")
         rec = self._issue(
             task.describe(), lambda r: isinstance(r, ChildScheduled) and r.workflow == wf.name
         )
@@ -400,10 +442,11 @@ class _Execution:
         task.task_id = tid
         self.issued[tid] = task
         self.children[tid] = task
-        if rec is not None:
+        if isinstance(rec, ChildScheduled):
+            self.child_ids[tid] = rec.child_id
             return
         child_id = task.instance_id or f"{self.instance_id}:{self.run}:{tid}"
-        payload = encode(task.input, wf.codec, what=f"input of child workflow {wf.name!r}")
+        self.child_ids[tid] = child_id
         self._append(
             ChildScheduled(
                 task_id=tid, workflow=wf.name, input=payload, child_id=child_id, name=task.name
@@ -490,7 +533,7 @@ class _Execution:
                 raise _Abort()
             value, error = None, None
             if isinstance(yielded, ContinueAsNew):
-                gen.close()
+                self.close()
                 self._finish_returned(yielded)
                 return
             if not isinstance(yielded, Task):
@@ -500,7 +543,12 @@ class _Execution:
                     "or ctx.child return"
                 )
                 continue
-            self._schedule(yielded)
+            try:
+                self._schedule(yielded)
+            except SerializationError as exc:
+                error = exc  # arguments the codec cannot carry: raised at the yield
+                continue
+            self._take_buffered(yielded)
             if self._evaluate(yielded):
                 if yielded.failed:
                     error = yielded.exception
@@ -559,16 +607,37 @@ class _Execution:
             self._drive(value=blocked._value)
 
     def _finish_returned(self, result: Any) -> None:
-        if isinstance(result, ContinueAsNew):
-            payload = encode(result.input, self.workflow.codec, what="continue-as-new input")
-            self._finish(WorkflowContinuedAsNew(input=payload))
-            return
         try:
-            payload = encode(result, self.workflow.codec, what=f"result of {self.workflow.name!r}")
-        except DurableError as exc:
+            if isinstance(result, ContinueAsNew):
+                what = "continue-as-new input"
+                payload = encode(result.input, self.workflow.codec, what=what)
+                self._finish(WorkflowContinuedAsNew(input=payload))
+                return
+            what = f"result of {self.workflow.name!r}"
+            payload = encode(result, self.workflow.codec, what=what)
+        except SerializationError as exc:
             self._finish(WorkflowFailed(error=ErrorInfo.from_exception(exc)))
             return
         self._finish(WorkflowCompleted(result=payload))
+
+    def close(self) -> None:
+        """Close the generator a step leaves suspended at a ``yield``, recording nothing.
+
+        Left to the garbage collector, closing would run the workflow's
+        ``finally`` blocks at some later time against this finished step, and
+        print "generator ignored GeneratorExit" for a ``finally`` that yields a
+        cleanup call. Here it happens at once, with every command ignored.
+        """
+        gen, self.gen = self.gen, None
+        if gen is None:
+            return
+        self.closing = True
+        try:
+            gen.close()
+        except (Exception, Cancelled):  # a finally that yields or raises: nothing to record
+            pass
+        finally:
+            self.closing = False
 
     def _finish(self, event: Event) -> None:
         self.gen = None
@@ -583,6 +652,8 @@ class _Execution:
 
     def _append(self, event: Event) -> None:
         stamped = event.model_copy(update={"seq": self.next_seq, "timestamp": self.now})
+        if self.in_history and self.first_new_id is None and isinstance(event, CommandEvent):
+            self.first_new_id = event.task_id
         self.next_seq += 1
         self.new_events.append(stamped)
         if len(self.new_events) > MAX_NEW_EVENTS_PER_STEP * 2:
@@ -612,7 +683,7 @@ class _Execution:
             code = self.code_final
             if code is None or code.kind != event.kind:
                 yielded = code.kind if code is not None else self._describe_waiting()
-                self._fail_nondeterminism(self.next_id, event.kind, yielded)
+                self._fail_nondeterminism(self._divergence(), event.kind, yielded)
             self.final = event
             return
         if isinstance(event, CommandEvent) and getattr(event, "attempt", 1) == 1:
@@ -621,6 +692,15 @@ class _Execution:
                 self._fail_nondeterminism(event.task_id, _describe_recorded(event), yielded)
             return
         self._apply(event)
+
+    def _divergence(self) -> int:
+        """Where the code parts from a history that recorded the run's end."""
+        if self.first_new_id is not None:
+            return self.first_new_id  # the first command the history does not have
+        blocked = self.blocked_on
+        if blocked is not None and blocked.task_id is not None:
+            return blocked.task_id  # the code still waits on a recorded command
+        return self.next_id
 
     def _apply(self, event: Event) -> None:
         """Apply a result-like event (recorded or new) to the running workflow."""
@@ -674,14 +754,15 @@ class _Execution:
             self._wake()
 
     def _apply_EventRaised(self, event: EventRaised) -> None:
-        waiting = self.waits.get(event.event)
-        if not waiting:
+        # An event goes to the oldest wait the workflow is blocked on. A wait it no
+        # longer awaits (one that lost a ctx.any) does not swallow it: the event is
+        # buffered for the next wait, which may be that same task yielded again.
+        awaited = set(_leaves(self.blocked_on)) if self.blocked_on is not None else set()
+        task = next((t for t in self.waits.get(event.event, ()) if t in awaited), None)
+        if task is None:
             self.buffered.setdefault(event.event, deque()).append(event.data)
             return
-        task = waiting.popleft()
-        if task.task_id is not None:
-            self.wait_deadlines.pop(task.task_id, None)
-        self._settle(task, value=event.data)
+        self._deliver(task, event.data)
         self._wake()
 
     def _apply_ChildCompleted(self, event: ChildCompleted) -> None:
@@ -699,9 +780,17 @@ class _Execution:
 
     def _apply_ChildFailed(self, event: ChildFailed) -> None:
         task = self.children.pop(event.task_id, None)
-        if task is not None:
-            self._settle(task, error=event.error.to_exception())
-            self._wake()
+        if task is None:
+            return
+        error = event.error.to_exception()
+        if event.status != Status.FAILED:
+            # Cancelled or terminated from outside: the parent gets an ordinary error,
+            # never the child's ``Cancelled``, which would cancel the parent itself.
+            cause = error if isinstance(error, Cancelled) else None
+            child_id = self.child_ids.get(event.task_id, "?")
+            error = WorkflowFailedError(child_id, event.status.value, cause)
+        self._settle(task, error=error)
+        self._wake()
 
     def _apply_StatusSet(self, event: StatusSet) -> None:
         self.custom_status = event.value
@@ -723,7 +812,11 @@ class _Execution:
             if len(self.new_events) >= MAX_NEW_EVENTS_PER_STEP:
                 return consumed, True
             due = self._next_due()
-            if queue and (due is None or queue[0].received_at <= due[0]):
+            # On a tie the timer goes first: a timer a message made due at once (a
+            # zero-delay retry or sleep) then fires before the next message whether
+            # or not that message arrived in the same step, so how messages are
+            # batched into steps does not change the history.
+            if queue and (due is None or queue[0].received_at < due[0]):
                 message = queue.popleft()
                 consumed.append(message.id)
                 self._receive(message)
@@ -906,6 +999,8 @@ def replay(
     except _Abort:
         assert execution.nde is not None
         return _stuck(execution, started, history)
+    finally:
+        execution.close()
     return _decision(execution, started, consumed, more)
 
 
@@ -1004,6 +1099,8 @@ def _ended(
             execution.replay_history()
         except _Abort:
             return _stuck(execution, started, history)
+        finally:
+            execution.close()
     decision = Decision(
         instance_id=instance_id,
         run=started.run,

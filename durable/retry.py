@@ -8,12 +8,16 @@ and shows in the status views.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from durable.codec import qualified_name
 from durable.errors import ConfigurationError
+
+LONGEST_DELAY = timedelta(days=365 * 100)
+"""The cap of a delay when the policy sets no ``max_interval`` (keeps datetimes in range)."""
 
 
 @dataclass(frozen=True)
@@ -59,9 +63,12 @@ class RetryPolicy:
 
     def delay(self, failed_attempt: int, *, jitter_key: str = "") -> timedelta:
         """The wait between attempt ``failed_attempt`` failing and the next one starting."""
-        seconds = self.initial_interval.total_seconds() * self.backoff ** (failed_attempt - 1)
-        if self.max_interval is not None:
-            seconds = min(seconds, self.max_interval.total_seconds())
+        try:
+            seconds = self.initial_interval.total_seconds() * self.backoff ** (failed_attempt - 1)
+        except OverflowError:  # a long run of attempts without max_interval
+            seconds = math.inf
+        cap = self.max_interval if self.max_interval is not None else LONGEST_DELAY
+        seconds = min(seconds, cap.total_seconds())
         if self.jitter:
             digest = hashlib.sha256(f"{jitter_key}#{failed_attempt}".encode()).digest()
             unit = int.from_bytes(digest[:8], "big") / 2**64  # in [0, 1)

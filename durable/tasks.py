@@ -20,12 +20,13 @@ if TYPE_CHECKING:
     from durable.workflow import Activity, Workflow
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 TaskT = TypeVar("TaskT", bound="Task[Any]")
 
 _PENDING = object()
 
 
-class Task(Generic[T]):
+class Task(Generic[T_co]):
     """A unit of work a workflow waits on; yield it to get its result.
 
     Attributes:
@@ -40,8 +41,8 @@ class Task(Generic[T]):
         self._error: BaseException | None = None
         self._finished_order: int | None = None
 
-    def __iter__(self) -> Generator[Task[T], Any, T]:
-        result: T = yield self
+    def __iter__(self) -> Generator[Task[T_co], Any, T_co]:
+        result: T_co = yield self
         return result
 
     @property
@@ -55,7 +56,7 @@ class Task(Generic[T]):
         return self._error is not None
 
     @property
-    def result(self) -> T:
+    def result(self) -> T_co:
         """The task's value; re-raises its exception if it failed.
 
         Raises:
@@ -65,7 +66,7 @@ class Task(Generic[T]):
             raise self._error
         if self._value is _PENDING:
             raise RuntimeError(f"{self.describe()} has not finished yet")
-        value: T = self._value
+        value: T_co = self._value
         return value
 
     @property

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from examples.remind_user import User, remind_user
-
 import durable
+from examples.remind_user import User, remind_user
 
 
 def test_remind_user_runs_to_completion_under_time_skipping() -> None:

@@ -423,8 +423,9 @@ class Runtime:
         if decision is None:
             self._set_wake(instance_id, None)
             return
-        if decision.stuck is None and decision.status == Status.STUCK:
-            log.error("instance %s is stuck: %s", instance_id, decision.error)
+        if decision.status == Status.STUCK and decision.error is not None:
+            error = decision.error
+            log.error("instance %s is stuck: %s: %s", instance_id, error.type, error.message)
         # After a restart nobody runs the attempts a crash interrupted: start them all.
         work = decision.pending if recovering else decision.dispatch
         for item in work:

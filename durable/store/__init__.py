@@ -39,13 +39,16 @@ def open_store(spec: HistoryStore | str | Path | None) -> HistoryStore:
             path = spec[len("sqlite:///") :].split("?", 1)[0]
         if not path:
             raise ConfigurationError(f"store URL {spec!r} names no file (sqlite:///path/to.db)")
-        options = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        options = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         unknown = set(options) - {"synchronous"}
         if unknown:
             raise ConfigurationError(
                 f"unknown SQLite store option(s) {sorted(unknown)} in {spec!r}"
             )
-        return SQLiteStore(path, synchronous=options.get("synchronous", "FULL"))
+        try:
+            return SQLiteStore(path, synchronous=options.get("synchronous", "FULL"))
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{exc} (in store URL {spec!r})") from None
     if "://" in spec:
         raise ConfigurationError(
             f"unknown store URL {spec!r}; use memory:// or sqlite:///path/to.db"

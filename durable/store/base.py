@@ -7,6 +7,20 @@ all-or-nothing, and refused with :class:`~durable.errors.ConflictError` unless
 the header is still at the version the step loaded. Posting to the inbox does
 not change the version, so results and events can arrive while a step runs
 without making it lose its commit.
+
+Rules every store follows (tests/test_store_conformance.py checks them all):
+
+* Instance ids are non-empty strings of any Unicode, compared exactly: case
+  matters, and no id is a prefix match of another (``"a"`` is not ``"a:1"``).
+* Payloads (inputs, outputs, results, event data, custom status) are JSON
+  values of any size; a store too small for one (a DynamoDB item) puts it
+  elsewhere and keeps a pointer, invisibly to callers.
+* What a store returns is the caller's own copy: changing it changes nothing
+  stored, and neither do later changes to the objects handed to the store.
+* Events are kept exactly as given, ``seq`` included; they come back ordered
+  by ``seq``, which must be unique within a run.
+* A finished instance (``Status.is_terminal``) has an empty inbox and accepts
+  no messages. A STUCK instance is unfinished: it keeps and accepts messages.
 """
 
 from __future__ import annotations
@@ -48,14 +62,20 @@ class HistoryStore(Protocol):
     """Durable storage of instances; one conformance suite checks every implementation."""
 
     def create(self, instance_id: str, started: WorkflowStarted) -> bool:
-        """Create an instance whose history begins with ``started``.
+        """Create an instance whose run ``started.run`` begins with ``started``.
 
-        Returns False, changing nothing, when the id is already taken.
+        The header is PENDING at version 1, with ``workflow``, ``input`` and
+        ``parent_id`` from ``started`` and ``created_at`` = ``updated_at`` =
+        ``started.timestamp``. Returns False, changing nothing, when the id is
+        already taken (by whatever workflow and input: the caller compares).
         """
         ...
 
     def load(self, instance_id: str) -> Snapshot:
         """Header, current run's history (by ``seq``) and inbox (in arrival order).
+
+        The three are read together: the history and inbox are those of the
+        header's version.
 
         Raises:
             InstanceNotFoundError: unknown id.
@@ -65,20 +85,41 @@ class HistoryStore(Protocol):
     def commit(self, decision: Decision, *, expected_version: int) -> int:
         """Write a step's decision atomically; return the new version.
 
-        Appends ``decision.events``, deletes ``decision.consumed`` from the
-        inbox, updates the header (status, output, error, custom status,
-        wake time), creates ``decision.children`` (a child id already taken
-        gets its parent a failed ``ChildResult`` instead), posts
-        ``decision.messages`` to instances that exist, starts the next run on
-        continue-as-new, and empties the inbox once the instance has ended.
+        All of it or, on any error, none of it:
+
+        * ``decision.events`` are appended to the current run's history.
+        * ``decision.consumed`` ids leave the inbox (ids not there are ignored);
+          messages posted since the step loaded stay.
+        * The header (see :func:`updated_header`): version + 1, ``updated_at`` =
+          ``decision.at``, status, custom status and error from the decision,
+          output only when COMPLETED, ``wake_at`` only while unfinished.
+        * ``decision.children`` are created as :meth:`create` would. A child id
+          already taken leaves that instance untouched and posts the parent a
+          failed ``ChildResult`` instead (:func:`child_taken_message`), unless
+          this very commit ends the parent.
+        * ``decision.messages`` are posted as :meth:`post` would to targets that
+          exist and are unfinished (STUCK included), and silently dropped for
+          unknown or finished ones: the commit still succeeds.
+        * ``decision.next_run`` (continue-as-new): the run that just ended keeps
+          its history (see :meth:`history` with ``run``), the next run begins with
+          ``next_run``, the header moves to its run and input, RUNNING, with no
+          ``wake_at``; messages not consumed stay in the inbox for the new run.
+        * A finished status empties the inbox, consumed or not. STUCK keeps it.
 
         Raises:
-            ConflictError: the header is no longer at ``expected_version``.
+            ConflictError: the header is no longer at ``expected_version``
+                (nothing is written).
+            InstanceNotFoundError: the instance does not exist (any more).
         """
         ...
 
     def post(self, instance_id: str, message: Message) -> bool:
         """Append ``message`` to the inbox; False (and nothing written) if the instance ended.
+
+        The version does not change. A message whose id is already in this
+        instance's inbox is ignored (and True returned): redelivery is harmless.
+        Ids are per instance, so one message may be posted to several; and an id
+        consumed earlier is accepted again (the engine drops stale results).
 
         Raises:
             InstanceNotFoundError: unknown id.
@@ -90,7 +131,9 @@ class HistoryStore(Protocol):
         ...
 
     def history(self, instance_id: str, run: int | None = None) -> list[Event]:
-        """The history of run ``run`` (default: the current run).
+        """The history of run ``run`` (default: the current run), by ``seq``.
+
+        A run that never existed has an empty history.
 
         Raises:
             InstanceNotFoundError: unknown id.
@@ -104,19 +147,31 @@ class HistoryStore(Protocol):
         workflow: str | None = None,
         limit: int = 100,
     ) -> list[InstanceStatus]:
-        """Instances, newest first, filtered by status(es) and workflow name."""
+        """At most ``limit`` headers, newest ``created_at`` first (ties in no set order).
+
+        ``status`` keeps instances in that status or any of several; ``workflow``
+        keeps those of that registered name. Both filters apply together.
+        """
         ...
 
     def ready(self, now: datetime, limit: int = 100) -> list[str]:
-        """Ids of RUNNING or PENDING instances with work: inbox messages, due timers, or never stepped."""
+        """Ids of instances a step would advance at ``now``: each once, at most ``limit``.
+
+        In no set order: every PENDING instance, and every RUNNING one with inbox
+        messages or a ``wake_at`` at or before ``now``. Never STUCK instances
+        (they wait for new code, see ``list_instances``) nor finished ones.
+        """
         ...
 
     def delete(self, instance_id: str) -> bool:
-        """Remove an instance with all its runs and inbox; False if it did not exist."""
+        """Remove an instance with all its runs and inbox; False if it did not exist.
+
+        Its children are not touched. The id can then be created again afresh.
+        """
         ...
 
     def close(self) -> None:
-        """Release connections and files."""
+        """Release connections and files; the store is unusable afterwards."""
         ...
 
 

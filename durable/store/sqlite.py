@@ -65,11 +65,15 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE TABLE IF NOT EXISTS inbox (
     position    INTEGER PRIMARY KEY AUTOINCREMENT,
     instance_id TEXT NOT NULL,
-    message_id  TEXT NOT NULL UNIQUE,
-    message     TEXT NOT NULL
+    message_id  TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    UNIQUE (instance_id, message_id)
 );
 CREATE INDEX IF NOT EXISTS inbox_by_instance ON inbox (instance_id, position);
 """
+
+_SCHEMA_VERSION = 1
+"""Stored in the file's ``user_version``; a file from a newer ``durable`` is refused."""
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -110,7 +114,53 @@ class SQLiteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={sync}")
         self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._upgrade()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _upgrade(self) -> None:
+        """Create the tables, or bring those of an older file up to date (once, in one transaction)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            found = db.execute("PRAGMA user_version").fetchone()[0]
+            if found > _SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"{self.path} was written by a newer version of durable"
+                    f" (schema {found}, this one reads up to {_SCHEMA_VERSION})"
+                )
+            old_inbox = (
+                found == 0
+                and db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'inbox'"
+                ).fetchone()
+            )
+            if old_inbox:  # schema 0: message ids were unique across all instances
+                db.execute("ALTER TABLE inbox RENAME TO inbox_0")
+                db.execute("DROP INDEX IF EXISTS inbox_by_instance")
+            for statement in _SCHEMA.split(";"):
+                db.execute(statement)
+            if old_inbox:
+                db.execute(
+                    "INSERT INTO inbox (position, instance_id, message_id, message)"
+                    " SELECT position, instance_id, message_id, message FROM inbox_0"
+                )
+                db.execute("DROP TABLE inbox_0")
+            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    @property
+    def synchronous(self) -> str:
+        """The ``synchronous`` level the connection runs with (``"FULL"``, ``"NORMAL"``, ...)."""
+        with self._lock:
+            level = self._db.execute("PRAGMA synchronous").fetchone()[0]
+        return _SYNCHRONOUS[level]
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -118,10 +168,11 @@ class SQLiteStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -179,13 +230,19 @@ class SQLiteStore:
             if decision.next_run is not None:
                 db.execute(
                     "INSERT INTO history (instance_id, run, seq, event) VALUES (?, ?, ?, ?)",
-                    (iid, decision.next_run.run, 1, event_to_json(decision.next_run)),
+                    (
+                        iid,
+                        decision.next_run.run,
+                        decision.next_run.seq,
+                        event_to_json(decision.next_run),
+                    ),
                 )
             if new.status.is_terminal:
                 db.execute("DELETE FROM inbox WHERE instance_id = ?", (iid,))
             elif decision.consumed:
                 db.executemany(
-                    "DELETE FROM inbox WHERE message_id = ?", [(m,) for m in decision.consumed]
+                    "DELETE FROM inbox WHERE instance_id = ? AND message_id = ?",
+                    [(iid, m) for m in decision.consumed],
                 )
             db.execute(
                 "UPDATE instances SET status = ?, run = ?, version = ?, input = ?, output = ?,"

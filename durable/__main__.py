@@ -1,0 +1,5 @@
+"""``python -m durable``: the ``durable`` command line."""
+
+from durable.cli import main
+
+main()

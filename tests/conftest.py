@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import pytest
+
+from durable.store import HistoryStore, MemoryStore, SQLiteStore
+
+
+@contextmanager
+def _memory_store(tmp_path: Path) -> Iterator[HistoryStore]:
+    yield MemoryStore()
+
+
+@contextmanager
+def _sqlite_store(tmp_path: Path) -> Iterator[HistoryStore]:
+    store = SQLiteStore(tmp_path / "durable.db")
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+STORE_FACTORIES: dict[str, Callable[[Path], AbstractContextManager[HistoryStore]]] = {
+    "memory": _memory_store,
+    "sqlite": _sqlite_store,
+}
+"""Every store the conformance suite runs against: a name and a fresh, empty store.
+
+A new store adds one entry (e.g. ``"dynamodb"``: a moto-backed table, opened
+inside ``mock_aws()``); tests/test_store_conformance.py then runs against it.
+"""
+
+
+@pytest.fixture(params=sorted(STORE_FACTORIES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HistoryStore]:
+    """A fresh, empty store of each kind in ``STORE_FACTORIES``, closed afterwards."""
+    with STORE_FACTORIES[request.param](tmp_path) as opened:
+        yield opened

@@ -1,0 +1,376 @@
+"""Property test: a random workflow, interrupted at random points, ends as an uninterrupted run.
+
+A single interpreter workflow (``program``) runs a random list of operations
+(calls that fail some attempts, with or without retries; sleeps; ``all`` and
+``any`` groups; event waits, with and without timeouts; side effects). A
+deterministic driver runs it on the real step function over a
+``MemoryStore``, running activities itself and moving a fake clock to the
+next wake-up when nothing else can happen. The chaotic driver additionally
+replays and drops uncommitted decisions, re-steps from scratch, loses
+activity results (a crash between running an activity and posting its
+outcome) and delivers results twice or late. Both must end with the same
+result and the same history, and no activity whose outcome was recorded may
+run again.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from durable import Context, RetryPolicy, Status, activity, workflow
+from durable.codec import encode
+from durable.history import (
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityResult,
+    ActivityRetryScheduled,
+    Event,
+    EventMessage,
+    WorkflowStarted,
+    new_message_id,
+)
+from durable.replay import ActivityWork, Decision, replay
+from durable.runtime.activity import run_activity
+from durable.runtime.step import step
+from durable.store.memory import MemoryStore
+from durable.tasks import Task
+from durable.testing import EPOCH, replay_history
+from durable.workflow import Workflow
+
+IID = "prop-1"
+MAX_ROUNDS = 400
+
+
+class Flaky(Exception):
+    pass
+
+
+# The driver tells the activity which attempt it runs (an activity cannot see
+# it otherwise); outcomes then depend only on the attempt, so re-running an
+# attempt after a crash gives the same outcome, as a well-behaved activity would.
+CURRENT_ATTEMPT = {"value": 1}
+
+
+@activity(name="t_p_work")
+def work(key: str, fail_attempts: int) -> str:
+    attempt = CURRENT_ATTEMPT["value"]
+    if attempt <= fail_attempts:
+        raise Flaky(f"{key} failed attempt {attempt}")
+    return f"{key}@{attempt}"
+
+
+def _task(ctx: Context, op: dict[str, Any]) -> Task[Any]:
+    if op["op"] == "sleep":
+        return ctx.sleep(op["seconds"])
+    if op["op"] == "event":
+        return ctx.wait_for_event(op["name"], timeout=op["timeout"])
+    retry = None
+    if op["attempts"] > 1:
+        retry = RetryPolicy(
+            max_attempts=op["attempts"],
+            initial_interval=timedelta(seconds=op["interval"]),
+            backoff=2.0,
+        )
+    return ctx.call(work, op["key"], op["fail"], retry=retry)
+
+
+@workflow(name="t_p_program")
+def program(ctx: Context, spec: list[dict[str, Any]]) -> Generator[Any, Any, list[Any]]:
+    out: list[Any] = []
+    for op in spec:
+        kind = op["op"]
+        if kind in ("call", "sleep"):
+            try:
+                out.append((yield _task(ctx, op)))
+            except Flaky as exc:
+                out.append(f"error: {exc}")
+        elif kind == "all":
+            try:
+                out.append((yield ctx.all([_task(ctx, item) for item in op["items"]])))
+            except Flaky as exc:
+                out.append(f"error: {exc}")
+        elif kind == "any":
+            tasks = [_task(ctx, item) for item in op["items"]]
+            winner = yield ctx.any(tasks)
+            index = next(i for i, t in enumerate(tasks) if t is winner)
+            try:
+                out.append([index, winner.result])
+            except Flaky as exc:
+                out.append([index, f"error: {exc}"])
+            except TimeoutError:
+                out.append([index, "timed out"])
+        elif kind == "event":
+            try:
+                out.append((yield ctx.wait_for_event(op["name"], timeout=op["timeout"])))
+            except TimeoutError:
+                out.append("timed out")
+        elif kind == "effect":
+            out.append([str(ctx.uuid()), ctx.now().isoformat(), ctx.random().random()])
+        elif kind == "fail":
+            raise Flaky("the workflow gave up")
+    return out
+
+
+# ----------------------------------------------------------------------------- programs
+
+
+@st.composite
+def calls(draw: st.DrawFn) -> dict[str, Any]:
+    attempts = draw(st.integers(1, 3))
+    return {
+        "op": "call",
+        "fail": draw(st.integers(0, 3)),
+        "attempts": attempts,
+        "interval": draw(st.sampled_from([0, 1, 5])),
+    }
+
+
+sleeps = st.builds(lambda s: {"op": "sleep", "seconds": s}, st.sampled_from([0, 1, 7, 60]))
+event_items = st.builds(
+    lambda when: {"op": "event", "when": when, "timeout": None},
+    st.sampled_from(["early", "waiting", "never"]),
+)
+
+
+@st.composite
+def operations(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["call", "call", "sleep", "all", "any", "event", "effect"]))
+    if kind == "call":
+        return draw(calls())
+    if kind == "sleep":
+        return draw(sleeps)
+    if kind == "all":
+        return {"op": "all", "items": draw(st.lists(calls(), min_size=0, max_size=3))}
+    if kind == "any":
+        items = draw(st.lists(calls() | sleeps | event_items, min_size=1, max_size=3))
+        if any(i["op"] == "event" for i in items) and all(i["op"] != "sleep" for i in items):
+            items.append({"op": "sleep", "seconds": 60})  # so that the group always ends
+        return {"op": "any", "items": items}
+    if kind == "event":
+        when = draw(st.sampled_from(["early", "waiting", "never"]))
+        timeout = draw(st.sampled_from([None, 30])) if when != "never" else 30
+        return {"op": "event", "when": when, "timeout": timeout}
+    return {"op": "effect"}
+
+
+@st.composite
+def programs(draw: st.DrawFn) -> list[dict[str, Any]]:
+    spec = draw(st.lists(operations(), min_size=1, max_size=7))
+    if draw(st.integers(0, 9)) == 0:
+        spec.append({"op": "fail"})
+    counter = 0
+    for op in spec:  # unique activity keys and event names, so outcomes are traceable
+        for item in [op, *op.get("items", [])]:
+            if item["op"] == "call":
+                item["key"] = f"k{counter}"
+                counter += 1
+            elif item["op"] == "event":
+                item["name"] = f"e{counter}"
+                counter += 1
+    return spec
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+@dataclass
+class Outcome:
+    status: Status
+    output: Any
+    error_type: str | None
+    history: list[Event]
+    runs: list[tuple[int, int]] = field(default_factory=list)
+    """Every activity attempt run, as (task id, attempt)."""
+
+
+def _resolve(name: str) -> Workflow[Any, Any]:
+    assert name == program.name
+    return program
+
+
+def _recorded_outcome(history: list[Event], task_id: int, attempt: int) -> Event | None:
+    for event in history:
+        if isinstance(event, ActivityCompleted | ActivityFailed) and event.task_id == task_id:
+            return event
+        if (
+            isinstance(event, ActivityRetryScheduled)
+            and event.task_id == task_id
+            and event.attempt == attempt
+        ):
+            return event
+    return None
+
+
+def drive(spec: list[dict[str, Any]], chaos_seed: int | None = None) -> Outcome:
+    """Run ``spec`` to its end; with ``chaos_seed``, interrupt it at random points."""
+    chaos = random.Random(chaos_seed) if chaos_seed is not None else None
+
+    def hit(p: float) -> bool:
+        return chaos is not None and chaos.random() < p
+
+    store = MemoryStore()
+    now = EPOCH
+    store.create(IID, WorkflowStarted(workflow=program.name, input=encode(spec), timestamp=now))
+    events = [i for op in spec for i in [op, *op.get("items", [])] if i["op"] == "event"]
+    for op in events:
+        if op["when"] == "early":
+            store.post(IID, EventMessage(event=op["name"], data=op["name"], received_at=now))
+    raised = {op["name"] for op in events if op["when"] != "waiting"}
+    runs: list[tuple[int, int]] = []
+    delivered: list[ActivityResult] = []
+    # Attempts to run, in the order they were dispatched. An attempt whose result
+    # was lost stays at the front, as a worker queue redelivering it would keep it.
+    queue: list[ActivityWork] = []
+
+    def absorb(decision: Decision) -> None:
+        known = {(w.task_id, w.attempt) for w in queue}
+        queue.extend(w for w in decision.dispatch if (w.task_id, w.attempt) not in known)
+        pending = {(w.task_id, w.attempt) for w in decision.pending}
+        queue[:] = [w for w in queue if (w.task_id, w.attempt) in pending]
+
+    for _ in range(MAX_ROUNDS):
+        if hit(0.3):  # a step that crashed before its commit: its decision is lost
+            snap = store.load(IID)
+            replay(program, snap.history, snap.inbox, now, instance_id=IID)
+        decision = step(store, IID, _resolve, now)
+        assert decision is not None
+        absorb(decision)
+        if hit(0.2):  # the driver crashed after the commit and steps again from scratch
+            again = step(store, IID, _resolve, now)
+            if again is None:  # the instance had ended: nothing left to do
+                assert decision.status.is_terminal
+            else:
+                decision = again
+                absorb(decision)
+        if decision.status.is_terminal:
+            break
+        assert decision.status == Status.RUNNING, decision.error
+        if decision.more:
+            continue
+        if delivered and hit(0.2):  # a late duplicate of an old outcome
+            late = chaos.choice(delivered) if chaos is not None else delivered[0]
+            store.post(IID, late.model_copy(update={"id": new_message_id()}))
+        if queue:
+            todo = list(queue)
+            crash_at = chaos.randrange(len(todo)) if chaos is not None and hit(0.25) else None
+            history = store.history(IID)
+            for i, item in enumerate(todo):
+                recorded = _recorded_outcome(history, item.task_id, item.attempt)
+                assert recorded is None, f"attempt {item} ran again after {recorded}"
+                CURRENT_ATTEMPT["value"] = item.attempt
+                result = run_activity(item, now=_clock(now))
+                runs.append((item.task_id, item.attempt))
+                if crash_at is not None and i >= crash_at:
+                    continue  # ran, but the worker died before posting: it runs again
+                store.post(IID, result)
+                delivered.append(result)
+                if hit(0.3):  # delivered twice
+                    store.post(IID, result.model_copy(update={"id": new_message_id()}))
+            continue
+        waiting = [
+            op["name"]
+            for op in events
+            if op["name"] not in raised and f"event {op['name']!r}" in decision.waiting_on
+        ]
+        if waiting:
+            raised.add(waiting[0])
+            store.post(IID, EventMessage(event=waiting[0], data=waiting[0], received_at=now))
+            continue
+        assert decision.wake_at is not None, f"no progress possible: {decision.waiting_on}"
+        now = max(now, decision.wake_at)
+    else:
+        raise AssertionError("the workflow did not end")
+
+    header = store.get(IID)
+    assert header is not None
+    return Outcome(
+        status=header.status,
+        output=header.output,
+        error_type=header.error.type if header.error else None,
+        history=store.history(IID),
+        runs=runs,
+    )
+
+
+def comparable(history: list[Event]) -> list[dict[str, Any]]:
+    """A history without what legitimately differs between runs (positions in time)."""
+    out = []
+    for event in history:
+        data = event.model_dump(mode="json", exclude={"timestamp"})
+        if isinstance(data.get("error"), dict):
+            data["error"] = {k: data["error"][k] for k in ("type", "message")}
+        out.append(data)
+    return out
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(spec=programs(), seed=st.integers(0, 2**32 - 1))
+def test_interrupted_runs_end_like_an_uninterrupted_run(
+    spec: list[dict[str, Any]], seed: int
+) -> None:
+    clean = drive(spec)
+    assert clean.status in (Status.COMPLETED, Status.FAILED)
+    # the uninterrupted run runs every attempt exactly once
+    assert len(clean.runs) == len(set(clean.runs))
+
+    chaotic = drive(spec, chaos_seed=seed)
+    assert (chaotic.status, chaotic.output, chaotic.error_type) == (
+        clean.status,
+        clean.output,
+        clean.error_type,
+    )
+    assert comparable(chaotic.history) == comparable(clean.history)
+
+    # the recorded history replays against the code without non-determinism
+    end = replay_history(program, clean.history, instance_id=IID)
+    assert end.status == clean.status
+
+
+def test_the_driver_sees_failures_retries_and_timeouts() -> None:
+    """A fixed program exercising every path, so the property is not vacuous."""
+    spec: list[dict[str, Any]] = [
+        {"op": "call", "key": "a", "fail": 1, "attempts": 3, "interval": 5},
+        {"op": "call", "key": "b", "fail": 2, "attempts": 2, "interval": 0},
+        {"op": "event", "name": "late", "when": "never", "timeout": 30},
+        {"op": "event", "name": "soon", "when": "waiting", "timeout": None},
+        {
+            "op": "any",
+            "items": [
+                {"op": "sleep", "seconds": 60},
+                {"op": "call", "key": "c", "fail": 0, "attempts": 1, "interval": 0},
+            ],
+        },
+        {"op": "effect"},
+    ]
+    clean = drive(spec)
+    assert clean.status == Status.COMPLETED
+    assert clean.output[:5] == [
+        "a@2",
+        "error: b failed attempt 2",
+        "timed out",
+        "soon",
+        [1, "c@1"],
+    ]
+    for seed in range(5):
+        chaotic = drive(spec, chaos_seed=seed)
+        assert chaotic.output == clean.output
+        assert comparable(chaotic.history) == comparable(clean.history)
+
+
+def _clock(at: datetime) -> Callable[[], datetime]:
+    """A clock standing still at ``at`` (activities stamp their results with it)."""
+    return lambda: at
