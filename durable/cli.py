@@ -65,6 +65,7 @@ from durable.history import (
 from durable.loader import configured_modules, load_modules, load_workflow
 from durable.replay import replay
 from durable.runtime.local import Runtime
+from durable.runtime.start import check_instance_id, create_instance, encode_input
 from durable.runtime.step import step
 from durable.store import DEFAULT_DB, HistoryStore, open_store
 from durable.workflow import Workflow, get_workflow, registered_workflows
@@ -253,24 +254,13 @@ def _out() -> Console:
     return console if console.is_terminal else Console(highlight=False, width=200)
 
 
-def _check_id(instance_id: str) -> str:
-    if not instance_id.strip() or any(ord(c) < 32 or ord(c) == 127 for c in instance_id):
-        raise _Fail(f"--id must be a non-empty printable string, got {instance_id!r}")
-    if len(instance_id) > 256:
-        raise _Fail(f"--id is {len(instance_id)} characters long; the limit is 256")
-    return instance_id
-
-
 def _encoded_input(wf: Workflow[Any, Any], value: Any) -> Any:
     """The stored form of ``value`` as input of ``wf``, checked against its input type."""
-    what = f"input of workflow {wf.name!r}"
-    payload = encode(value, wf.codec, what=what)
     try:
-        decode(payload, wf.input_type, what=what)
+        return encode_input(wf, value)
     except DurableError as exc:
         hint = " (pass it with --input JSON)" if value is None else ""
         raise _Fail(_one_line(exc) + hint) from None
-    return payload
 
 
 def _find_unfinished(store: HistoryStore, wf: Workflow[Any, Any], payload: Any) -> str | None:
@@ -354,7 +344,7 @@ def run(
     wf = load_workflow(spec)
     raw_input = _parse_json(input, "--input")
     if instance_id is not None:
-        _check_id(instance_id)
+        check_instance_id(instance_id)
     stdout = sys.stdout
     with _store(db, must_exist=False) as store:
         iid, resumed = _prepare(store, wf, raw_input, input is not None, instance_id, new)
@@ -420,17 +410,11 @@ def start(
     """Create an instance in the store without running it (a worker runs it); print its id."""
     wf = load_workflow(spec)
     payload = _encoded_input(wf, _parse_json(input, "--input"))
-    iid = _check_id(instance_id) if instance_id is not None else uuid.uuid4().hex
     with _store(db, must_exist=False) as store:
-        if store.create(iid, WorkflowStarted(workflow=wf.name, input=payload)):
+        iid, created = create_instance(store, wf, payload, instance_id, utcnow())
+        if created:
             _note(f"created instance {iid} of {wf.name}; `durable worker` runs it")
         else:
-            first = store.history(iid, run=1)
-            started = first[0] if first else None
-            if not isinstance(started, WorkflowStarted) or started.workflow != wf.name:
-                raise InstanceExistsError(iid, "and runs another workflow")
-            if started.input != payload:
-                raise InstanceExistsError(iid, "with different input")
             status = _header(store, iid).status.value
             _note(f"instance {iid} of {wf.name} already exists ({status}); nothing to do")
     typer.echo(iid)

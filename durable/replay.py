@@ -88,7 +88,10 @@ from durable.tasks import (
 from durable.workflow import Activity, Context, Workflow
 
 MAX_NEW_EVENTS_PER_STEP = 2000
-"""A step stops after this many new events and asks to be called again (``Decision.more``)."""
+"""Past this many new events, a step stops taking messages and timers and asks to be called again."""
+
+RUNAWAY_EVENTS = 200_000
+"""More new events than this in one step can only be a runaway loop; the step refuses to go on."""
 
 
 class InvalidHistoryError(DurableError):
@@ -494,6 +497,9 @@ class _Execution:
             result = self.workflow(self.ctx, workflow_input)
         except _Abort:
             raise
+        except ContinueAsNew as restart:
+            self._finish_returned(restart)
+            return
         except Cancelled as exc:
             self._finish(WorkflowCanceled(reason=exc.reason, error=ErrorInfo.from_exception(exc)))
             return
@@ -517,6 +523,11 @@ class _Execution:
                 return
             except _Abort:
                 raise
+            except ContinueAsNew as restart:
+                if self.nde is not None:
+                    raise _Abort() from None
+                self._finish_returned(restart)
+                return
             except Cancelled as exc:
                 if self.nde is not None:
                     raise _Abort() from None
@@ -656,10 +667,10 @@ class _Execution:
             self.first_new_id = event.task_id
         self.next_seq += 1
         self.new_events.append(stamped)
-        if len(self.new_events) > MAX_NEW_EVENTS_PER_STEP * 2:
+        if len(self.new_events) > RUNAWAY_EVENTS:
             raise InvalidHistoryError(
-                f"workflow {self.workflow.name!r} produced over {2 * MAX_NEW_EVENTS_PER_STEP} "
-                "events in one step without waiting on anything"
+                f"workflow {self.workflow.name!r} produced over {RUNAWAY_EVENTS} events "
+                "in one step without waiting on anything (a loop without a yield?)"
             )
 
     def replay_history(self) -> None:

@@ -11,7 +11,6 @@ inside ``ctx.all`` / ``ctx.any``. Tasks are generic and iterable, so both
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -184,8 +183,14 @@ class AnyTask(Task[TaskT]):
         return f"any of {len(self.tasks)} tasks"
 
 
-@dataclass(frozen=True)
-class ContinueAsNew:
-    """Returned or yielded by a workflow to restart itself with ``input`` and a fresh history."""
+class ContinueAsNew(BaseException):
+    """Ends the current run; the instance restarts with ``input`` and a fresh history.
 
-    input: Any = None
+    ``ctx.continue_as_new(input)`` raises it, so ``return``, ``yield`` or a bare
+    call all work. It derives from ``BaseException`` so that a workflow's
+    ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, input: Any = None) -> None:
+        super().__init__()
+        self.input = input

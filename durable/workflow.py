@@ -15,7 +15,7 @@ import random as _random
 import uuid as _uuid
 from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Generic, NoReturn, ParamSpec, Protocol, TypeVar, overload
 
 from durable.codec import Codec, return_annotation, type_hints
 from durable.errors import ConfigurationError, UnknownWorkflowError
@@ -427,9 +427,14 @@ class Context:
             raise ConfigurationError(f"ctx.child needs a @workflow, got {workflow_fn!r}")
         return ChildTask(workflow_fn, input, instance_id, name=name)
 
-    def continue_as_new(self, input: Any = None) -> ContinueAsNew:
-        """Restart this instance with ``input`` and a fresh history (return or yield it)."""
-        return ContinueAsNew(input)
+    def continue_as_new(self, input: Any = None) -> NoReturn:
+        """End this run and restart the instance with ``input`` and a fresh history.
+
+        Raises :class:`~durable.tasks.ContinueAsNew` (a ``BaseException``), so
+        ``return ctx.continue_as_new(x)``, ``yield ctx.continue_as_new(x)`` and a
+        bare call all work, and type-check in a workflow with a declared result.
+        """
+        raise ContinueAsNew(input)
 
     def now(self) -> datetime:
         """The current time, recorded so that replay sees the same value."""

@@ -66,4 +66,4 @@ def monitor_job(ctx: Context, watch: Watch) -> WorkflowResult[MonitorResult]:
         yield ctx.sleep(timedelta(minutes=watch.interval_minutes), name="Wait before next check")
     # Start over with a fresh history, carrying the count forward.
     next_watch = watch.model_copy(update={"checks": checks, "runs": watch.runs + 1})
-    return ctx.continue_as_new(next_watch)  # type: ignore[return-value]
+    return ctx.continue_as_new(next_watch)

@@ -15,7 +15,6 @@ import heapq
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,6 @@ from typing import Any, TypeVar
 from durable.codec import decode, encode
 from durable.errors import (
     ConfigurationError,
-    InstanceExistsError,
     InstanceFinishedError,
     InstanceNotFoundError,
     WorkflowFailed,
@@ -41,11 +39,11 @@ from durable.history import (
     Message,
     Status,
     TerminateMessage,
-    WorkflowStarted,
 )
 from durable.replay import ActivityWork, Decision
 from durable.runtime.activity import failed_result, run_activity
 from durable.runtime.clock import Clock, SystemClock, VirtualClock
+from durable.runtime.start import check_instance_id, create_instance, encode_input
 from durable.runtime.step import step
 from durable.store import HistoryStore, open_store
 from durable.workflow import Workflow, get_workflow
@@ -154,23 +152,8 @@ class Runtime:
         """
         self._check_open()
         workflow = self._remember(wf)
-        payload = encode(input, workflow.codec, what=f"input of workflow {workflow.name!r}")
-        decode(payload, workflow.input_type, what=f"input of workflow {workflow.name!r}")
-        iid = instance_id if instance_id is not None else uuid.uuid4().hex
-        _check_instance_id(iid)
-        started = WorkflowStarted(
-            workflow=workflow.name, input=payload, seq=1, timestamp=self.clock.now()
-        )
-        if not self.store.create(iid, started):
-            first = self.store.history(iid, run=1)
-            first_start = first[0] if first else None
-            if (
-                not isinstance(first_start, WorkflowStarted)
-                or first_start.workflow != workflow.name
-            ):
-                raise InstanceExistsError(iid, "and runs another workflow")
-            if first_start.input != payload:
-                raise InstanceExistsError(iid, "with different input")
+        payload = encode_input(workflow, input)
+        iid, _ = create_instance(self.store, workflow, payload, instance_id, self.clock.now())
         self._enqueue(iid)
         return iid
 
@@ -306,7 +289,7 @@ class Runtime:
 
     def _post(self, instance_id: str, message: Message) -> None:
         self._check_open()
-        _check_instance_id(instance_id)
+        check_instance_id(instance_id)
         if not self.store.post(instance_id, message):
             header = self.store.get(instance_id)
             raise InstanceFinishedError(instance_id, header.status if header else "gone")
@@ -526,15 +509,6 @@ def run(
         instance_id = runtime.start(wf, input)
         result: R = runtime.wait(instance_id)
         return result
-
-
-def _check_instance_id(instance_id: str) -> None:
-    if not isinstance(instance_id, str) or not instance_id.strip():
-        raise ValueError(f"instance id must be a non-empty string, got {instance_id!r}")
-    if len(instance_id) > 256:
-        raise ValueError(f"instance id is {len(instance_id)} characters long; the limit is 256")
-    if any(ord(c) < 32 or ord(c) == 127 for c in instance_id):
-        raise ValueError(f"instance id {instance_id!r} contains control characters")
 
 
 _monotonic = time.monotonic
