@@ -48,7 +48,12 @@ from durable._cli_views import (
     when,
 )
 from durable.codec import decode, encode
-from durable.errors import DurableError, InstanceExistsError, InstanceNotFoundError
+from durable.errors import (
+    DurableError,
+    InstanceExistsError,
+    InstanceNotFoundError,
+    NonDeterminismError,
+)
 from durable.history import (
     CancelMessage,
     CommandEvent,
@@ -63,11 +68,11 @@ from durable.history import (
     utcnow,
 )
 from durable.loader import configured_modules, load_modules, load_workflow
-from durable.replay import replay
 from durable.runtime.local import Runtime
 from durable.runtime.start import check_instance_id, create_instance, encode_input
 from durable.runtime.step import step
 from durable.store import DEFAULT_DB, HistoryStore, open_store
+from durable.testing import replay_history
 from durable.workflow import Workflow, get_workflow, registered_workflows
 
 P = ParamSpec("P")
@@ -675,9 +680,9 @@ def replay_(
         _note(
             f"note: the history was recorded by workflow {started.workflow!r}; replaying {wf.name!r}"
         )
-    decision = replay(wf, events, [], events[-1].timestamp, instance_id=history_file.name)
-    if decision.stuck is not None:
-        nde = decision.stuck
+    try:
+        replay_history(wf, events, instance_id=history_file.stem)
+    except NonDeterminismError as nde:
         recorded = next(
             (e for e in events if isinstance(e, CommandEvent) and e.task_id == nde.position),
             None,

@@ -10,6 +10,7 @@
      ├── InstanceFinishedError     an event or command sent to a finished instance
      ├── ConflictError             a commit lost the optimistic-concurrency race
      ├── NonDeterminismError       code and recorded history disagree
+     ├── InvalidHistoryError       a malformed history (not a code change)
      ├── SerializationError        a value the chosen codec cannot carry
      ├── ActivityError             an activity failure whose exception cannot be rebuilt
      └── WorkflowFailed            ``Runtime.wait`` on an instance that did not complete
@@ -117,6 +118,10 @@ class NonDeterminismError(DurableError):
         self.position = position
         self.recorded = recorded
         self.yielded = yielded
+
+
+class InvalidHistoryError(DurableError):
+    """A history is malformed (no WorkflowStarted first, events after the end, ...)."""
 
 
 class SerializationError(DurableError):

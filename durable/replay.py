@@ -30,43 +30,30 @@ run later at garbage collection.
 
 from __future__ import annotations
 
-import hashlib
-import uuid
-from collections import deque
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from durable.codec import ErrorInfo, decode, encode, encode_arguments
-from durable.errors import Cancelled, DurableError, NonDeterminismError, SerializationError
-from durable.errors import WorkflowFailed as WorkflowFailedError
+from durable.codec import ErrorInfo
+from durable.decision import ActivityWork, ChildStart, Decision, OutgoingMessage
+from durable.errors import (
+    InvalidHistoryError,
+)
+from durable.execution import (
+    FINAL_STATUS,
+    MAX_NEW_EVENTS_PER_STEP,
+    RUNAWAY_EVENTS,
+    Execution,
+    ReplayAborted,
+)
 from durable.history import (
     FINAL_EVENTS,
-    ActivityCompleted,
-    ActivityFailed,
-    ActivityResult,
-    ActivityRetryScheduled,
-    ActivityScheduled,
-    CancelMessage,
-    CancelRequested,
-    ChildCompleted,
-    ChildFailed,
     ChildResult,
-    ChildScheduled,
-    CommandEvent,
     Event,
-    EventMessage,
-    EventRaised,
-    EventWaitStarted,
     Message,
-    PatchMarker,
-    SideEffectRecorded,
     Status,
     StatusSet,
     TerminateMessage,
-    TimerFired,
-    TimerScheduled,
     WorkflowCanceled,
     WorkflowCompleted,
     WorkflowContinuedAsNew,
@@ -74,909 +61,18 @@ from durable.history import (
     WorkflowStarted,
     WorkflowTerminated,
 )
-from durable.retry import NO_RETRY, RetryPolicy
-from durable.tasks import (
-    ActivityTask,
-    AllTask,
-    AnyTask,
-    ChildTask,
-    ContinueAsNew,
-    EventTask,
-    Task,
-    TimerTask,
-)
-from durable.workflow import Activity, Context, Workflow
-
-MAX_NEW_EVENTS_PER_STEP = 2000
-"""Past this many new events, a step stops taking messages and timers and asks to be called again."""
-
-RUNAWAY_EVENTS = 200_000
-"""More new events than this in one step can only be a runaway loop; the step refuses to go on."""
-
-
-class InvalidHistoryError(DurableError):
-    """The history is malformed (no WorkflowStarted first, events after the end, ...)."""
-
-
-# ----------------------------------------------------------------------------- decision
-
-
-@dataclass(frozen=True)
-class ActivityWork:
-    """One activity attempt to run, as handed to a driver."""
-
-    instance_id: str
-    run: int
-    task_id: int
-    attempt: int
-    activity: str
-    input: Any
-    """The encoded arguments, ``{"args": [...], "kwargs": {...}}``."""
-    timeout: float | None
-    """Seconds after which the attempt counts as failed (``None``: no limit)."""
-    fn: Activity[..., Any] | None = field(default=None, compare=False, repr=False)
-    """The activity object from the running code (for in-process drivers)."""
-
-
-@dataclass(frozen=True)
-class ChildStart:
-    """A child instance to create atomically with the parent's commit."""
-
-    instance_id: str
-    started: WorkflowStarted
-
-
-@dataclass(frozen=True)
-class OutgoingMessage:
-    """A message to post to another instance's inbox atomically with the commit."""
-
-    instance_id: str
-    message: Message
-
-
-@dataclass
-class Decision:
-    """What one step decided; a driver commits all of it or nothing."""
-
-    instance_id: str
-    run: int
-    status: Status
-    at: datetime
-    """The time the step happened at (the ``now`` it was given)."""
-    events: list[Event] = field(default_factory=list)
-    """New events, ``seq`` already assigned, to append to the history."""
-    consumed: list[str] = field(default_factory=list)
-    """Ids of the inbox messages this step used (or dropped as stale)."""
-    output: Any = None
-    error: ErrorInfo | None = None
-    custom_status: Any = None
-    dispatch: list[ActivityWork] = field(default_factory=list)
-    """Activity attempts scheduled by this step: start them after the commit."""
-    pending: list[ActivityWork] = field(default_factory=list)
-    """Every attempt still outstanding after this step (for recovery after a crash)."""
-    wake_at: datetime | None = None
-    """When the earliest timer, event timeout or retry is due (``None``: none)."""
-    children: list[ChildStart] = field(default_factory=list)
-    messages: list[OutgoingMessage] = field(default_factory=list)
-    next_run: WorkflowStarted | None = None
-    """Set on continue-as-new: the first event of the next run."""
-    more: bool = False
-    """True when the step stopped early (event limit) and should be called again at once."""
-    waiting_on: list[str] = field(default_factory=list)
-    """What the workflow waits for, in words (for progress views)."""
-    stuck: NonDeterminismError | None = None
-
-
-# ----------------------------------------------------------------------------- engine
-
-
-class _Abort(BaseException):
-    """Unwinds workflow code after non-determinism; BaseException so user code can't catch it."""
-
-
-@dataclass
-class _ActivityState:
-    task: ActivityTask[Any]
-    scheduled: ActivityScheduled
-    attempt: int = 1
-    retry_at: datetime | None = None
-
-
-_FINAL_STATUS: dict[type, Status] = {
-    WorkflowCompleted: Status.COMPLETED,
-    WorkflowFailed: Status.FAILED,
-    WorkflowCanceled: Status.CANCELED,
-    WorkflowTerminated: Status.TERMINATED,
-    WorkflowContinuedAsNew: Status.RUNNING,
-}
-
-
-class _Execution:
-    """One replay of one run: implements the Context's hooks and applies events."""
-
-    def __init__(
-        self,
-        workflow: Workflow[Any, Any],
-        history: Sequence[Event],
-        now: datetime,
-        instance_id: str,
-    ) -> None:
-        if not history or not isinstance(history[0], WorkflowStarted):
-            raise InvalidHistoryError(f"history of {instance_id!r} must begin with WorkflowStarted")
-        self.workflow = workflow
-        self.history = history
-        self.now = now
-        self.instance_id = instance_id
-        self.started: WorkflowStarted = history[0]
-        self.run = self.started.run
-        self.next_seq = history[-1].seq + 1
-
-        self.recorded: dict[int, CommandEvent] = {}
-        for event in history:
-            if isinstance(event, CommandEvent) and getattr(event, "attempt", 1) == 1:
-                self.recorded[event.task_id] = event
-        self.max_recorded = max(self.recorded, default=0)
-        self.next_id = 1
-        self.issued: dict[int, Any] = {}
-        self.patches: dict[str, bool] = {}
-
-        self.cursor = 0
-        self.in_history = True
-        self.order = 0
-        self.gen: Generator[Any, Any, Any] | None = None
-        self.blocked_on: Task[Any] | None = None
-        self.code_final: Event | None = None
-        self.final: Event | None = None
-        self.cancel_thrown = False
-        self.nde: NonDeterminismError | None = None
-        self.first_new_id: int | None = None
-        """The first command the code issued that the history lacks, while still replaying it."""
-        self.closing = False
-        """True while the suspended generator is closed at the end of a step (see close())."""
-
-        self.activities: dict[int, _ActivityState] = {}
-        self.timers: dict[int, tuple[TimerTask, datetime]] = {}
-        self.wait_deadlines: dict[int, tuple[EventTask, datetime]] = {}
-        self.waits: dict[str, deque[EventTask]] = {}
-        self.buffered: dict[str, deque[Any]] = {}
-        self.children: dict[int, ChildTask[Any]] = {}
-        self.child_ids: dict[int, str] = {}
-        self.custom_status: Any = None
-
-        self.new_events: list[Event] = []
-        self.dispatch: list[ActivityWork] = []
-        self.child_starts: list[ChildStart] = []
-        self.ctx = Context(
-            self,
-            instance_id=instance_id,
-            input=None,
-            workflow=workflow,
-        )
-
-    # ------------------------------------------------------------------ hooks (Context)
-
-    @property
-    def is_replaying(self) -> bool:
-        # Code run while recorded events are applied already ran in the step that
-        # recorded them (a step applies every event it appends, the last one too),
-        # except on a first step and once the code issues a command the history lacks.
-        if self.closing:
-            return True
-        return self.in_history and len(self.history) > 1 and self.first_new_id is None
-
-    def side_effect(self, effect: str) -> Any:
-        if self.closing:
-            return self._derive(effect, self.next_id)
-        rec = self._issue(f"side effect {effect}()", lambda r: _is_effect(r, effect))
-        tid = self.next_id - 1
-        self.issued[tid] = effect
-        if rec is not None:
-            assert isinstance(rec, SideEffectRecorded)
-            return rec.value
-        value = self._derive(effect, tid)
-        self._append(SideEffectRecorded(task_id=tid, effect=effect, value=value))  # type: ignore[arg-type]
-        return value
-
-    def set_status(self, value: Any) -> None:
-        encoded = encode(value, what="custom status")
-        if self.closing or self.is_replaying or encoded == self.custom_status:
-            return
-        self._append(StatusSet(value=encoded))
-        self.custom_status = encoded
-
-    def patched(self, patch_id: str) -> bool:
-        if patch_id in self.patches or self.closing:
-            return self.patches.get(patch_id, False)
-        # Markers are recorded in the order the code asked; markers before this
-        # one that the code no longer asks for belong to retired patches.
-        tid = self.next_id
-        while isinstance(marker := self.recorded.get(tid), PatchMarker):
-            if marker.patch_id == patch_id:
-                for retired in range(self.next_id, tid):
-                    self.issued[retired] = "retired patch"
-                self.next_id = tid
-                break
-            tid += 1
-        rec = self.recorded.get(self.next_id)
-        if isinstance(rec, PatchMarker) and rec.patch_id == patch_id:
-            result = True
-        elif rec is None and self.next_id > self.max_recorded:
-            result = True
-            self._append(PatchMarker(task_id=self.next_id, patch_id=patch_id))
-        else:
-            result = False
-        if result:
-            self.issued[self.next_id] = f"patch {patch_id}"
-            self.next_id += 1
-        self.patches[patch_id] = result
-        return result
-
-    def _derive(self, effect: str, task_id: int) -> Any:
-        if effect == "now":
-            return self.now.isoformat()
-        seed = f"{self.instance_id}|{self.run}|{self.started.timestamp.isoformat()}|{task_id}"
-        digest = hashlib.sha256(seed.encode()).digest()
-        if effect == "uuid":
-            return str(uuid.UUID(bytes=digest[:16], version=4))
-        return int.from_bytes(digest[:8], "big")
-
-    # ------------------------------------------------------------------ issuing commands
-
-    def _issue(self, yielded: str, matches: Callable[[CommandEvent], bool]) -> CommandEvent | None:
-        """Give the next task id to a command; return its recorded event, if any."""
-        while isinstance(self.recorded.get(self.next_id), PatchMarker):
-            # A marker the code no longer asks for (a retired patch): step over it.
-            self.issued[self.next_id] = "retired patch"
-            self.next_id += 1
-        tid = self.next_id
-        self.next_id += 1
-        rec = self.recorded.get(tid)
-        if rec is None and tid <= self.max_recorded:
-            self._fail_nondeterminism(tid, None, yielded)
-        if rec is not None and not matches(rec):
-            self._fail_nondeterminism(tid, _describe_recorded(rec), yielded)
-        return rec
-
-    def _fail_nondeterminism(
-        self, position: int, recorded: str | None, yielded: str | None
-    ) -> None:
-        self.nde = NonDeterminismError(self.instance_id, position, recorded, yielded)
-        raise _Abort()
-
-    def _schedule(self, task: Task[Any]) -> None:
-        if isinstance(task, AllTask | AnyTask):
-            for sub in task.tasks:
-                self._schedule(sub)
-            return
-        if task.task_id is not None:
-            return
-        if isinstance(task, ActivityTask):
-            self._schedule_activity(task)
-        elif isinstance(task, TimerTask):
-            self._schedule_timer(task)
-        elif isinstance(task, EventTask):
-            self._schedule_wait(task)
-        elif isinstance(task, ChildTask):
-            self._schedule_child(task)
-        else:  # pragma: no cover - every Task subclass is handled above
-            raise TypeError(f"unknown task type {type(task).__name__}")
-
-    def _schedule_activity(self, task: ActivityTask[Any]) -> None:
-        act = task.activity
-        # Encoded before taking an id, on replay too: arguments the codec cannot
-        # carry raise at the yield and issue nothing, the same way every time.
-        payload = encode_arguments(
-            act.fn, task.args, task.kwargs, act.codec, what=f"activity {act.name!r}"
-        )
-        rec = self._issue(
-            task.describe(),
-            lambda r: isinstance(r, ActivityScheduled) and r.activity == act.name,
-        )
-        tid = self.next_id - 1
-        if isinstance(rec, ActivityScheduled):
-            scheduled = rec
-        else:
-            timeout = task.timeout if task.timeout is not None else act.timeout
-            scheduled = ActivityScheduled(
-                task_id=tid,
-                activity=act.name,
-                input=payload,
-                name=task.name,
-                timeout=timeout.total_seconds() if timeout is not None else None,
-            )
-            self._append(scheduled)
-            self.dispatch.append(self._work(task, scheduled, 1))
-        task.task_id = tid
-        self.issued[tid] = task
-        self.activities[tid] = _ActivityState(task, scheduled)
-
-    def _schedule_timer(self, task: TimerTask) -> None:
-        rec = self._issue(task.describe(), lambda r: isinstance(r, TimerScheduled))
-        tid = self.next_id - 1
-        task.task_id = tid
-        self.issued[tid] = task
-        if isinstance(rec, TimerScheduled):
-            fire_at = rec.fire_at
-        else:
-            fire_at = task.until if task.until is not None else self.now + (task.delay or _ZERO)
-            self._append(TimerScheduled(task_id=tid, fire_at=fire_at, name=task.name))
-        self.timers[tid] = (task, fire_at)
-
-    def _schedule_wait(self, task: EventTask) -> None:
-        rec = self._issue(
-            task.describe(),
-            lambda r: isinstance(r, EventWaitStarted) and r.event == task.event,
-        )
-        tid = self.next_id - 1
-        task.task_id = tid
-        self.issued[tid] = task
-        if isinstance(rec, EventWaitStarted):
-            deadline = rec.timeout_at
-        else:
-            deadline = self.now + task.timeout if task.timeout is not None else None
-            self._append(
-                EventWaitStarted(task_id=tid, event=task.event, timeout_at=deadline, name=task.name)
-            )
-        self.waits.setdefault(task.event, deque()).append(task)
-        if deadline is not None:
-            self.wait_deadlines[tid] = (task, deadline)
-
-    def _take_buffered(self, task: Task[Any]) -> None:
-        """Hand buffered events to the waits in ``task``, which the workflow now awaits."""
-        for leaf in _leaves(task):
-            if isinstance(leaf, EventTask) and not leaf.done:
-                buffered = self.buffered.get(leaf.event)
-                if buffered:
-                    self._deliver(leaf, buffered.popleft())
-
-    def _deliver(self, task: EventTask, data: Any) -> None:
-        self.waits[task.event].remove(task)
-        if task.task_id is not None:
-            self.wait_deadlines.pop(task.task_id, None)
-        self._settle(task, value=data)
-
-    def _schedule_child(self, task: ChildTask[Any]) -> None:
-        wf = task.workflow
-        payload = encode(task.input, wf.codec, what=f"input of child workflow {wf.name!r}")
-        rec = self._issue(
-            task.describe(), lambda r: isinstance(r, ChildScheduled) and r.workflow == wf.name
-        )
-        tid = self.next_id - 1
-        task.task_id = tid
-        self.issued[tid] = task
-        self.children[tid] = task
-        if isinstance(rec, ChildScheduled):
-            self.child_ids[tid] = rec.child_id
-            return
-        child_id = task.instance_id or f"{self.instance_id}:{self.run}:{tid}"
-        self.child_ids[tid] = child_id
-        self._append(
-            ChildScheduled(
-                task_id=tid, workflow=wf.name, input=payload, child_id=child_id, name=task.name
-            )
-        )
-        started = WorkflowStarted(
-            workflow=wf.name,
-            input=payload,
-            parent_id=self.instance_id,
-            parent_task_id=tid,
-            parent_run=self.run,
-            seq=1,
-            timestamp=self.now,
-        )
-        self.child_starts.append(ChildStart(child_id, started))
-
-    def _work(
-        self, task: ActivityTask[Any], scheduled: ActivityScheduled, attempt: int
-    ) -> ActivityWork:
-        return ActivityWork(
-            instance_id=self.instance_id,
-            run=self.run,
-            task_id=scheduled.task_id,
-            attempt=attempt,
-            activity=scheduled.activity,
-            input=scheduled.input,
-            timeout=scheduled.timeout,
-            fn=task.activity,
-        )
-
-    # ------------------------------------------------------------------ driving the generator
-
-    def start(self) -> None:
-        try:
-            workflow_input = decode(
-                self.started.input,
-                self.workflow.input_type,
-                what=f"input of workflow {self.workflow.name!r}",
-            )
-        except DurableError as exc:
-            self._finish(WorkflowFailed(error=ErrorInfo.from_exception(exc)))
-            return
-        self.ctx.input = workflow_input
-        try:
-            result = self.workflow(self.ctx, workflow_input)
-        except _Abort:
-            raise
-        except ContinueAsNew as restart:
-            self._finish_returned(restart)
-            return
-        except Cancelled as exc:
-            self._finish(WorkflowCanceled(reason=exc.reason, error=ErrorInfo.from_exception(exc)))
-            return
-        except Exception as exc:
-            self._finish(WorkflowFailed(error=ErrorInfo.from_exception(exc)))
-            return
-        if isinstance(result, Generator):
-            self.gen = result
-            self._drive()
-        else:
-            self._finish_returned(result)
-
-    def _drive(self, value: Any = None, error: BaseException | None = None) -> None:
-        gen = self.gen
-        assert gen is not None
-        while True:
-            try:
-                yielded = gen.throw(error) if error is not None else gen.send(value)
-            except StopIteration as stop:
-                self._finish_returned(stop.value)
-                return
-            except _Abort:
-                raise
-            except ContinueAsNew as restart:
-                if self.nde is not None:
-                    raise _Abort() from None
-                self._finish_returned(restart)
-                return
-            except Cancelled as exc:
-                if self.nde is not None:
-                    raise _Abort() from None
-                self._finish(
-                    WorkflowCanceled(reason=exc.reason, error=ErrorInfo.from_exception(exc))
-                )
-                return
-            except Exception as exc:
-                if self.nde is not None:
-                    raise _Abort() from None
-                self._finish(WorkflowFailed(error=ErrorInfo.from_exception(exc)))
-                return
-            if self.nde is not None:
-                raise _Abort()
-            value, error = None, None
-            if isinstance(yielded, ContinueAsNew):
-                self.close()
-                self._finish_returned(yielded)
-                return
-            if not isinstance(yielded, Task):
-                error = TypeError(
-                    f"workflow {self.workflow.name!r} yielded {yielded!r}, which is not a task; "
-                    "yield what ctx.call, ctx.sleep, ctx.wait_for_event, ctx.all, ctx.any "
-                    "or ctx.child return"
-                )
-                continue
-            try:
-                self._schedule(yielded)
-            except SerializationError as exc:
-                error = exc  # arguments the codec cannot carry: raised at the yield
-                continue
-            self._take_buffered(yielded)
-            if self._evaluate(yielded):
-                if yielded.failed:
-                    error = yielded.exception
-                else:
-                    value = yielded._value
-                continue
-            self.blocked_on = yielded
-            return
-
-    def _evaluate(self, task: Task[Any]) -> bool:
-        """Whether ``task`` is done; settles composite tasks whose parts are."""
-        if task.done:
-            return True
-        if isinstance(task, AllTask):
-            failed = [t for t in task.tasks if self._evaluate(t) and t.failed]
-            if failed:
-                first = min(failed, key=_finish_order)
-                self._settle(task, error=first.exception, order=_finish_order(first))
-            elif all(t.done for t in task.tasks):
-                last = max((_finish_order(t) for t in task.tasks), default=self.order)
-                self._settle(task, value=[t._value for t in task.tasks], order=last)
-            return task.done
-        if isinstance(task, AnyTask):
-            finished = [t for t in task.tasks if self._evaluate(t)]
-            if finished:
-                first = min(finished, key=_finish_order)
-                self._settle(task, value=first, order=_finish_order(first))
-            return task.done
-        return False
-
-    def _settle(
-        self,
-        task: Task[Any],
-        *,
-        value: Any = None,
-        error: BaseException | None = None,
-        order: int | None = None,
-    ) -> None:
-        if order is None:
-            self.order += 1
-            order = self.order
-        if error is not None:
-            task._reject(error, order)
-        else:
-            task._resolve(value, order)
-
-    def _wake(self) -> None:
-        """Resume the generator if what it waits on has finished."""
-        blocked = self.blocked_on
-        if blocked is None or not self._evaluate(blocked):
-            return
-        self.blocked_on = None
-        if blocked.failed:
-            self._drive(error=blocked.exception)
-        else:
-            self._drive(value=blocked._value)
-
-    def _finish_returned(self, result: Any) -> None:
-        try:
-            if isinstance(result, ContinueAsNew):
-                what = "continue-as-new input"
-                payload = encode(result.input, self.workflow.codec, what=what)
-                self._finish(WorkflowContinuedAsNew(input=payload))
-                return
-            what = f"result of {self.workflow.name!r}"
-            payload = encode(result, self.workflow.codec, what=what)
-        except SerializationError as exc:
-            self._finish(WorkflowFailed(error=ErrorInfo.from_exception(exc)))
-            return
-        self._finish(WorkflowCompleted(result=payload))
-
-    def close(self) -> None:
-        """Close the generator a step leaves suspended at a ``yield``, recording nothing.
-
-        Left to the garbage collector, closing would run the workflow's
-        ``finally`` blocks at some later time against this finished step, and
-        print "generator ignored GeneratorExit" for a ``finally`` that yields a
-        cleanup call. Here it happens at once, with every command ignored.
-        """
-        gen, self.gen = self.gen, None
-        if gen is None:
-            return
-        self.closing = True
-        try:
-            gen.close()
-        except (Exception, Cancelled):  # a finally that yields or raises: nothing to record
-            pass
-        finally:
-            self.closing = False
-
-    def _finish(self, event: Event) -> None:
-        self.gen = None
-        self.blocked_on = None
-        if self.in_history:
-            self.code_final = event
-        else:
-            self._append(event)
-            self.final = event
-
-    # ------------------------------------------------------------------ applying events
-
-    def _append(self, event: Event) -> None:
-        stamped = event.model_copy(update={"seq": self.next_seq, "timestamp": self.now})
-        if self.in_history and self.first_new_id is None and isinstance(event, CommandEvent):
-            self.first_new_id = event.task_id
-        self.next_seq += 1
-        self.new_events.append(stamped)
-        if len(self.new_events) > RUNAWAY_EVENTS:
-            raise InvalidHistoryError(
-                f"workflow {self.workflow.name!r} produced over {RUNAWAY_EVENTS} events "
-                "in one step without waiting on anything (a loop without a yield?)"
-            )
-
-    def replay_history(self) -> None:
-        for index, event in enumerate(self.history):
-            self.cursor = index
-            if self.final is not None:
-                raise InvalidHistoryError(
-                    f"history of {self.instance_id!r} has {event.kind} #{event.seq} after its end"
-                )
-            if index == 0:
-                self.start()
-            else:
-                self._apply_recorded(event)
-        self.in_history = False
-        if self.final is None and self.code_final is not None:
-            self._append(self.code_final)
-            self.final = self.code_final
-
-    def _apply_recorded(self, event: Event) -> None:
-        if isinstance(event, FINAL_EVENTS):
-            code = self.code_final
-            if code is None or code.kind != event.kind:
-                yielded = code.kind if code is not None else self._describe_waiting()
-                self._fail_nondeterminism(self._divergence(), event.kind, yielded)
-            self.final = event
-            return
-        if isinstance(event, CommandEvent) and getattr(event, "attempt", 1) == 1:
-            if event.task_id not in self.issued and not isinstance(event, PatchMarker):
-                yielded = self.code_final.kind if self.code_final else self._describe_waiting()
-                self._fail_nondeterminism(event.task_id, _describe_recorded(event), yielded)
-            return
-        self._apply(event)
-
-    def _divergence(self) -> int:
-        """Where the code parts from a history that recorded the run's end."""
-        if self.first_new_id is not None:
-            return self.first_new_id  # the first command the history does not have
-        blocked = self.blocked_on
-        if blocked is not None and blocked.task_id is not None:
-            return blocked.task_id  # the code still waits on a recorded command
-        return self.next_id
-
-    def _apply(self, event: Event) -> None:
-        """Apply a result-like event (recorded or new) to the running workflow."""
-        if self.gen is None and not isinstance(event, StatusSet | ActivityScheduled):
-            return  # the workflow has ended; late results change nothing
-        handler = getattr(self, f"_apply_{event.kind}", None)
-        if handler is not None:
-            handler(event)
-
-    def _apply_ActivityScheduled(self, event: ActivityScheduled) -> None:
-        state = self.activities.get(event.task_id)
-        if state is not None:
-            state.attempt = event.attempt
-            state.retry_at = None
-
-    def _apply_ActivityRetryScheduled(self, event: ActivityRetryScheduled) -> None:
-        state = self.activities.get(event.task_id)
-        if state is not None:
-            state.retry_at = event.fire_at
-
-    def _apply_ActivityCompleted(self, event: ActivityCompleted) -> None:
-        state = self.activities.pop(event.task_id, None)
-        if state is None:
-            return
-        act = state.task.activity
-        try:
-            value = decode(event.result, act.result_type, what=f"result of activity {act.name!r}")
-        except DurableError as exc:
-            self._settle(state.task, error=exc)
-        else:
-            self._settle(state.task, value=value)
-        self._wake()
-
-    def _apply_ActivityFailed(self, event: ActivityFailed) -> None:
-        state = self.activities.pop(event.task_id, None)
-        if state is not None:
-            self._settle(state.task, error=event.error.to_exception())
-            self._wake()
-
-    def _apply_TimerFired(self, event: TimerFired) -> None:
-        timer = self.timers.pop(event.task_id, None)
-        if timer is not None:
-            self._settle(timer[0], value=None)
-            self._wake()
-            return
-        wait = self.wait_deadlines.pop(event.task_id, None)
-        if wait is not None and not wait[0].done:
-            task = wait[0]
-            self.waits[task.event].remove(task)
-            self._settle(task, error=TimeoutError(f"no event {task.event!r} arrived in time"))
-            self._wake()
-
-    def _apply_EventRaised(self, event: EventRaised) -> None:
-        # An event goes to the oldest wait the workflow is blocked on. A wait it no
-        # longer awaits (one that lost a ctx.any) does not swallow it: the event is
-        # buffered for the next wait, which may be that same task yielded again.
-        awaited = set(_leaves(self.blocked_on)) if self.blocked_on is not None else set()
-        task = next((t for t in self.waits.get(event.event, ()) if t in awaited), None)
-        if task is None:
-            self.buffered.setdefault(event.event, deque()).append(event.data)
-            return
-        self._deliver(task, event.data)
-        self._wake()
-
-    def _apply_ChildCompleted(self, event: ChildCompleted) -> None:
-        task = self.children.pop(event.task_id, None)
-        if task is None:
-            return
-        wf = task.workflow
-        try:
-            value = decode(event.result, wf.result_type, what=f"result of child {wf.name!r}")
-        except DurableError as exc:
-            self._settle(task, error=exc)
-        else:
-            self._settle(task, value=value)
-        self._wake()
-
-    def _apply_ChildFailed(self, event: ChildFailed) -> None:
-        task = self.children.pop(event.task_id, None)
-        if task is None:
-            return
-        error = event.error.to_exception()
-        if event.status != Status.FAILED:
-            # Cancelled or terminated from outside: the parent gets an ordinary error,
-            # never the child's ``Cancelled``, which would cancel the parent itself.
-            cause = error if isinstance(error, Cancelled) else None
-            child_id = self.child_ids.get(event.task_id, "?")
-            error = WorkflowFailedError(child_id, event.status.value, cause)
-        self._settle(task, error=error)
-        self._wake()
-
-    def _apply_StatusSet(self, event: StatusSet) -> None:
-        self.custom_status = event.value
-
-    def _apply_CancelRequested(self, event: CancelRequested) -> None:
-        if self.cancel_thrown or self.gen is None:
-            return
-        self.cancel_thrown = True
-        self.blocked_on = None
-        self._drive(error=Cancelled(event.reason))
-
-    # ------------------------------------------------------------------ new input
-
-    def process(self, inbox: Sequence[Message]) -> tuple[list[str], bool]:
-        """Turn inbox messages and due timers into new events; return (consumed ids, more)."""
-        consumed: list[str] = []
-        queue = deque(sorted(inbox, key=lambda m: m.received_at))
-        while self.final is None:
-            if len(self.new_events) >= MAX_NEW_EVENTS_PER_STEP:
-                return consumed, True
-            due = self._next_due()
-            # On a tie the timer goes first: a timer a message made due at once (a
-            # zero-delay retry or sleep) then fires before the next message whether
-            # or not that message arrived in the same step, so how messages are
-            # batched into steps does not change the history.
-            if queue and (due is None or queue[0].received_at < due[0]):
-                message = queue.popleft()
-                consumed.append(message.id)
-                self._receive(message)
-            elif due is not None:
-                due[1]()
-            else:
-                break
-        return consumed, False
-
-    def _next_due(self) -> tuple[datetime, Callable[[], None]] | None:
-        best: tuple[datetime, int, Callable[[], None]] | None = None
-        for tid, (_, fire_at) in self.timers.items():
-            if fire_at <= self.now and (best is None or (fire_at, tid) < best[:2]):
-                best = (fire_at, tid, self._fire(tid))
-        for tid, (_, deadline) in self.wait_deadlines.items():
-            if deadline <= self.now and (best is None or (deadline, tid) < best[:2]):
-                best = (deadline, tid, self._fire(tid))
-        for tid, state in self.activities.items():
-            at = state.retry_at
-            if at is not None and at <= self.now and (best is None or (at, tid) < best[:2]):
-                best = (at, tid, self._retry(state))
-        return (best[0], best[2]) if best is not None else None
-
-    def _fire(self, task_id: int) -> Callable[[], None]:
-        def fire() -> None:
-            event = TimerFired(task_id=task_id)
-            self._append(event)
-            self._apply(event)
-
-        return fire
-
-    def _retry(self, state: _ActivityState) -> Callable[[], None]:
-        def retry() -> None:
-            event = state.scheduled.model_copy(update={"attempt": state.attempt + 1})
-            self._append(event)
-            self._apply(event)
-            self.dispatch.append(self._work(state.task, state.scheduled, state.attempt))
-
-        return retry
-
-    def _receive(self, message: Message) -> None:
-        event: Event | None = None
-        if isinstance(message, ActivityResult):
-            event = self._activity_outcome(message)
-        elif isinstance(message, EventMessage):
-            event = EventRaised(event=message.event, data=message.data)
-        elif isinstance(message, ChildResult):
-            if message.run == self.run and message.task_id in self.children:
-                if message.status == Status.COMPLETED:
-                    event = ChildCompleted(task_id=message.task_id, result=message.result)
-                else:
-                    error = message.error or ErrorInfo(type="ChildFailed", message=message.status)
-                    event = ChildFailed(task_id=message.task_id, status=message.status, error=error)
-        elif isinstance(message, CancelMessage) and not self.cancel_thrown:
-            event = CancelRequested(reason=message.reason)
-        if event is not None:
-            self._append(event)
-            self._apply(event)
-
-    def _activity_outcome(self, message: ActivityResult) -> Event | None:
-        state = self.activities.get(message.task_id)
-        if (
-            message.run != self.run
-            or state is None
-            or state.attempt != message.attempt
-            or state.retry_at is not None
-        ):
-            return None  # stale or duplicate delivery: the attempt already has its outcome
-        if message.error is None:
-            return ActivityCompleted(
-                task_id=message.task_id, attempt=message.attempt, result=message.result
-            )
-        policy = self._policy(state.task)
-        if policy.allows_retry(message.attempt, message.error.types or [message.error.type]):
-            key = f"{self.instance_id}:{self.run}:{message.task_id}"
-            fire_at = message.received_at + policy.delay(message.attempt, jitter_key=key)
-            return ActivityRetryScheduled(
-                task_id=message.task_id,
-                attempt=message.attempt,
-                fire_at=fire_at,
-                error=message.error,
-            )
-        return ActivityFailed(task_id=message.task_id, attempt=message.attempt, error=message.error)
-
-    def _policy(self, task: ActivityTask[Any]) -> RetryPolicy:
-        return task.retry or task.activity.retry or self.workflow.retry or NO_RETRY
-
-    # ------------------------------------------------------------------ results
-
-    def _describe_waiting(self) -> str | None:
-        if self.blocked_on is None:
-            return None
-        return f"a wait on {self.blocked_on.describe()}"
-
-    def pending_work(self) -> list[ActivityWork]:
-        return [
-            self._work(state.task, state.scheduled, state.attempt)
-            for state in self.activities.values()
-            if state.retry_at is None
-        ]
-
-    def wake_at(self) -> datetime | None:
-        times = [at for _, at in self.timers.values()]
-        times += [at for _, at in self.wait_deadlines.values()]
-        times += [s.retry_at for s in self.activities.values() if s.retry_at is not None]
-        return min(times, default=None)
-
-    def waiting_on(self) -> list[str]:
-        if self.blocked_on is None:
-            return []
-        return [_label(t) for t in _leaves(self.blocked_on) if not t.done]
-
-
-_ZERO = timedelta(0)
-
-
-def _finish_order(task: Task[Any]) -> int:
-    return task._finished_order if task._finished_order is not None else 1 << 62
-
-
-def _leaves(task: Task[Any]) -> list[Task[Any]]:
-    if isinstance(task, AllTask | AnyTask):
-        return [leaf for sub in task.tasks for leaf in _leaves(sub)]
-    return [task]
-
-
-def _label(task: Task[Any]) -> str:
-    return f"{task.name} ({task.describe()})" if task.name else task.describe()
-
-
-def _is_effect(recorded: CommandEvent, effect: str) -> bool:
-    return isinstance(recorded, SideEffectRecorded) and recorded.effect == effect
-
-
-def _describe_recorded(event: CommandEvent) -> str:
-    if isinstance(event, ActivityScheduled):
-        return f"activity {event.activity!r}"
-    if isinstance(event, TimerScheduled):
-        return "a timer"
-    if isinstance(event, EventWaitStarted):
-        return f"event {event.event!r}"
-    if isinstance(event, ChildScheduled):
-        return f"child workflow {event.workflow!r}"
-    if isinstance(event, SideEffectRecorded):
-        return f"side effect {event.effect}()"
-    return f"patch {event.patch_id!r}"
-
-
-# ----------------------------------------------------------------------------- entry point
+from durable.workflow import Workflow
+
+__all__ = [
+    "MAX_NEW_EVENTS_PER_STEP",
+    "RUNAWAY_EVENTS",
+    "ActivityWork",
+    "ChildStart",
+    "Decision",
+    "InvalidHistoryError",
+    "OutgoingMessage",
+    "replay",
+]
 
 
 def replay(
@@ -1003,11 +99,11 @@ def replay(
     if terminate is not None:
         return _terminated(started, history, inbox, now, instance_id, terminate.reason)
 
-    execution = _Execution(workflow, history, now, instance_id)
+    execution = Execution(workflow, history, now, instance_id)
     try:
         execution.replay_history()
         consumed, more = execution.process(inbox)
-    except _Abort:
+    except ReplayAborted:
         assert execution.nde is not None
         return _stuck(execution, started, history)
     finally:
@@ -1016,7 +112,7 @@ def replay(
 
 
 def _decision(
-    execution: _Execution, started: WorkflowStarted, consumed: list[str], more: bool
+    execution: Execution, started: WorkflowStarted, consumed: list[str], more: bool
 ) -> Decision:
     final = execution.final
     decision = Decision(
@@ -1036,7 +132,7 @@ def _decision(
         decision.wake_at = execution.wake_at()
         decision.waiting_on = execution.waiting_on()
         return decision
-    decision.status = _FINAL_STATUS[type(final)]
+    decision.status = FINAL_STATUS[type(final)]
     if isinstance(final, WorkflowCompleted):
         decision.output = final.result
     elif isinstance(final, (WorkflowFailed, WorkflowCanceled)):
@@ -1062,7 +158,7 @@ def _notify_parent(
 ) -> list[OutgoingMessage]:
     if started.parent_id is None or started.parent_task_id is None:
         return []
-    status = _FINAL_STATUS[type(final)]
+    status = FINAL_STATUS[type(final)]
     result = final.result if isinstance(final, WorkflowCompleted) else None
     error = getattr(final, "error", None)
     if status != Status.COMPLETED and error is None:
@@ -1079,7 +175,7 @@ def _notify_parent(
     return [OutgoingMessage(started.parent_id, message)]
 
 
-def _stuck(execution: _Execution, started: WorkflowStarted, history: Sequence[Event]) -> Decision:
+def _stuck(execution: Execution, started: WorkflowStarted, history: Sequence[Event]) -> Decision:
     nde = execution.nde
     assert nde is not None
     return Decision(
@@ -1105,17 +201,17 @@ def _ended(
     assert isinstance(started, WorkflowStarted)
     final = history[-1]
     if not isinstance(final, WorkflowTerminated):  # termination ran no code: nothing to check
-        execution = _Execution(workflow, history, now, instance_id)
+        execution = Execution(workflow, history, now, instance_id)
         try:
             execution.replay_history()
-        except _Abort:
+        except ReplayAborted:
             return _stuck(execution, started, history)
         finally:
             execution.close()
     decision = Decision(
         instance_id=instance_id,
         run=started.run,
-        status=_FINAL_STATUS[type(final)],
+        status=FINAL_STATUS[type(final)],
         at=now,
         consumed=[m.id for m in inbox],
         custom_status=_last_status(history),
