@@ -748,3 +748,22 @@ def test_time_skipping_continues_after_a_restart(db: str) -> None:
     with Runtime(db, time_skipping=True) as second:
         started, ended = map(datetime.fromisoformat, second.wait(iid, timeout=WAIT))
     assert timedelta(hours=26) <= ended - started < timedelta(hours=26, minutes=1)
+
+
+# ----------------------------------------------------------------------------- robustness
+
+
+def test_a_failing_step_listener_is_dropped_and_the_runtime_goes_on(rt: Runtime) -> None:
+    """A progress view whose terminal went away (rich raises SystemExit) must not stop work."""
+    calls: list[str] = []
+
+    def broken_listener(instance_id: str, decision: Any) -> None:
+        calls.append(instance_id)
+        raise SystemExit(1)
+
+    rt.add_listener(broken_listener)
+    first = rt.start(greet, "listener-1")
+    assert rt.wait(first, timeout=30) == Greeting(text="hello listener-1", count=1)
+    second = rt.start(greet, "listener-2")
+    assert rt.wait(second, timeout=30) == Greeting(text="hello listener-2", count=1)
+    assert calls == [first]

@@ -314,7 +314,7 @@ class Runtime:
                 self._stepping = instance_id
             try:
                 self._step(instance_id)
-            except Exception:  # never let the scheduler thread die
+            except BaseException:  # never let the scheduler thread die (even on sys.exit())
                 log.exception("scheduler failed on instance %s", instance_id)
                 self._retry_later(instance_id)
             finally:
@@ -409,6 +409,12 @@ class Runtime:
         if decision.status == Status.STUCK and decision.error is not None:
             error = decision.error
             log.error("instance %s is stuck: %s: %s", instance_id, error.type, error.message)
+        for listener in list(self._listeners):
+            try:
+                listener(instance_id, decision)
+            except BaseException:  # e.g. SystemExit from a console whose pipe closed
+                log.exception("step listener %r failed; it is removed", listener)
+                self._listeners.remove(listener)
         # After a restart nobody runs the attempts a crash interrupted: start them all.
         work = decision.pending if recovering else decision.dispatch
         for item in work:
@@ -422,11 +428,6 @@ class Runtime:
             for outgoing in decision.messages:
                 self._enqueue_locked(outgoing.instance_id)
             self._cond.notify_all()
-        for listener in self._listeners:
-            try:
-                listener(instance_id, decision)
-            except Exception:
-                log.exception("step listener failed")
 
     def _dispatch(self, work: ActivityWork) -> None:
         key = (work.instance_id, work.run, work.task_id, work.attempt)
