@@ -23,9 +23,30 @@ def _sqlite_store(tmp_path: Path) -> Iterator[HistoryStore]:
         store.close()
 
 
+@contextmanager
+def _dynamodb_store(tmp_path: Path) -> Iterator[HistoryStore]:
+    import boto3
+    from moto import mock_aws
+
+    from durable.store.dynamodb import DynamoDBStore, create_table
+    from tests.moto_dynamodb import serialized_moto_dynamodb
+
+    with mock_aws(), serialized_moto_dynamodb():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        s3 = boto3.client("s3", region_name="us-east-1")
+        create_table(client, "durable")
+        s3.create_bucket(Bucket="durable-payloads")
+        store = DynamoDBStore("durable", client=client, s3_client=s3, bucket="durable-payloads")
+        try:
+            yield store
+        finally:
+            store.close()
+
+
 STORE_FACTORIES: dict[str, Callable[[Path], AbstractContextManager[HistoryStore]]] = {
     "memory": _memory_store,
     "sqlite": _sqlite_store,
+    "dynamodb": _dynamodb_store,
 }
 """Every store the conformance suite runs against: a name and a fresh, empty store.
 

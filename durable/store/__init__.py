@@ -21,6 +21,8 @@ def open_store(spec: HistoryStore | str | Path | None) -> HistoryStore:
 
     ``None`` or ``"memory://"``: a fresh in-memory store. ``"sqlite:///path/to.db"``
     (options: ``?synchronous=NORMAL``) or a plain path: a SQLite file.
+    ``"dynamodb://TABLE"`` (options: ``?region=eu-west-1&bucket=payload-bucket``):
+    an existing DynamoDB table, large payloads in the bucket.
     """
     if spec is None:
         return MemoryStore()
@@ -49,8 +51,34 @@ def open_store(spec: HistoryStore | str | Path | None) -> HistoryStore:
             return SQLiteStore(path, synchronous=options.get("synchronous", "FULL"))
         except ConfigurationError as exc:
             raise ConfigurationError(f"{exc} (in store URL {spec!r})") from None
+    if spec.startswith("dynamodb:"):
+        return _dynamodb(spec)
     if "://" in spec:
         raise ConfigurationError(
-            f"unknown store URL {spec!r}; use memory:// or sqlite:///path/to.db"
+            f"unknown store URL {spec!r}; use memory://, sqlite:///path/to.db or dynamodb://TABLE"
         )
     return SQLiteStore(spec)
+
+
+def _dynamodb(spec: str) -> HistoryStore:
+    """``dynamodb://TABLE?region=R&bucket=B`` (boto3 is imported only here)."""
+    url = urlparse(spec)
+    table = url.netloc or url.path.lstrip("/")
+    if not table:
+        raise ConfigurationError(f"store URL {spec!r} names no table (dynamodb://TABLE)")
+    options = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+    unknown = set(options) - {"region", "bucket"}
+    if unknown:
+        raise ConfigurationError(f"unknown DynamoDB store option(s) {sorted(unknown)} in {spec!r}")
+    import boto3
+
+    from durable.store.dynamodb import DynamoDBStore
+
+    region = options.get("region") or None
+    bucket = options.get("bucket") or None
+    return DynamoDBStore(
+        table,
+        client=boto3.client("dynamodb", region_name=region),
+        s3_client=boto3.client("s3", region_name=region) if bucket else None,
+        bucket=bucket,
+    )
