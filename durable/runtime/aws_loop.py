@@ -1,0 +1,435 @@
+"""The work of the loop's Lambdas, free of Lambda plumbing: orchestrate, run one attempt.
+
+The orchestrator steps an instance as long as work is immediately available
+(local activities, continue-as-new, a step cut short) and then tells the
+state machine what to do next with a small :class:`LoopDecision`::
+
+    next        what the Route state does
+    --------    -------------------------------------------------------------
+    run         only activities are outstanding: run them all (Map), come back
+    sleep       only timers: Wait wait_seconds, come back
+    park        anything else (events, children, timers with activities in
+                flight, nothing at all): start the activities without waiting,
+                Park until a message arrives or wait_seconds pass
+    continue    come back at once (the Lambda's time ran low)
+    hand_over   this execution's history is long enough: start a successor, end
+    succeed     the instance completed      fail   it failed, was canceled or terminated
+
+``events`` travels with the decision: the execution's estimated history
+length (and time waited), which the orchestrator compares to the hand-over
+threshold at the start of every iteration, so the comparison costs no state
+transition of its own.
+
+Only small references to activity attempts travel through Step Functions;
+the activity Lambda reads the attempt from the history by reference.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from durable.codec import ErrorInfo
+from durable.decision import ActivityWork, Decision
+from durable.errors import DurableError, InstanceNotFoundError
+from durable.history import (
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityResult,
+    ActivityRetryScheduled,
+    ActivityScheduled,
+    ChildCompleted,
+    ChildFailed,
+    ChildScheduled,
+    Event,
+    InstanceStatus,
+    Status,
+)
+from durable.runtime.activity import failed_result, resolve_activity, run_activity
+from durable.runtime.clock import Clock
+from durable.runtime.step import WorkflowResolver, step
+from durable.store.base import HistoryStore
+
+HAND_OVER_EVENTS = 20_000
+"""Default hand-over threshold; Step Functions fails an execution at 25,000 history events."""
+MAX_ACTIVITIES_PER_ROUND = 500
+"""Attempts handed to one Map; more wait for the next round (keeps one iteration's events bounded)."""
+MAX_WAIT_SECONDS = 7 * 24 * 3600
+"""The longest one Sleep or Park lasts: then the loop looks at the instance once more."""
+MAX_PARK_SECONDS = MAX_WAIT_SECONDS
+WAIT_SECONDS_PER_EVENT = 300 * 24 * 3600 // 20_000
+"""Waiting this long weighs as much as one history event: an execution hands over after at
+most ~300 days (the state machine's threshold is 20,000), inside Step Functions' one-year limit."""
+STUCK_RETRY_SECONDS = 3600
+"""How often a STUCK instance (non-determinism, unknown workflow) is tried again."""
+LOST_AFTER_SECONDS = 900 + 60
+"""An attempt started this long ago with no outcome is lost (default: Lambda's 15-minute
+maximum plus a minute): a started activity Lambda either reports or dies within its timeout,
+and an asynchronous invocation can be dropped after Lambda's own retries."""
+TIME_MARGIN_SECONDS = 10.0
+"""Hand back to the loop when less than this is left of the Lambda's time."""
+
+
+class ActivityCrashed(DurableError):
+    """An activity attempt died without reporting (Lambda timeout, out of memory, crash)."""
+
+
+@dataclass(frozen=True)
+class ActivityRef:
+    """What travels through Step Functions for one attempt."""
+
+    instance_id: str
+    run: int
+    task_id: int
+    attempt: int
+
+    @classmethod
+    def of(cls, work: ActivityWork) -> ActivityRef:
+        return cls(work.instance_id, work.run, work.task_id, work.attempt)
+
+    @classmethod
+    def parse(cls, event: dict[str, Any]) -> ActivityRef:
+        try:
+            return cls(
+                instance_id=str(event["instance_id"]),
+                run=int(event["run"]),
+                task_id=int(event["task_id"]),
+                attempt=int(event["attempt"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not an activity reference: {event!r} ({exc})") from None
+
+
+@dataclass
+class LoopDecision:
+    """The orchestrator's answer to the state machine (see the module docstring)."""
+
+    next: str
+    activities: list[ActivityRef] = field(default_factory=list)
+    wait_seconds: int = 0
+    recover: bool = False
+    """Whether the next orchestrator call must dispatch every pending attempt again."""
+    steps: int = 0
+    local_attempts: int = 0
+    events_before: int = 0
+    """The execution's budget used before this iteration (see ``weight``)."""
+
+    @property
+    def weight(self) -> int:
+        """What the iteration this decision leads to costs of the execution's budget.
+
+        About 20 history events per iteration plus 8 per Map item, and the
+        time it waits (see ``WAIT_SECONDS_PER_EVENT``), so that hand-over comes
+        before either the 25,000-event or the one-year limit of an execution.
+        """
+        return 20 + 8 * len(self.activities) + math.ceil(self.wait_seconds / WAIT_SECONDS_PER_EVENT)
+
+    @property
+    def events(self) -> int:
+        """The budget used once the iteration this decision leads to is over."""
+        return self.events_before + self.weight
+
+    def as_payload(self) -> dict[str, Any]:
+        return {
+            "next": self.next,
+            "activities": [asdict(ref) for ref in self.activities],
+            "wait_seconds": self.wait_seconds,
+            "events": self.events,
+            "recover": self.recover,
+        }
+
+
+@dataclass
+class Observer:
+    """Hooks the Lambda layer uses for metrics and logs (all optional)."""
+
+    on_step: Callable[[Decision, float], None] = lambda decision, ms: None
+    on_local_attempt: Callable[[ActivityResult], None] = lambda result: None
+    start_children: Callable[[Sequence[str]], None] = lambda ids: None
+
+
+def orchestrate(
+    store: HistoryStore,
+    instance_id: str,
+    *,
+    resolve: WorkflowResolver,
+    clock: Clock,
+    time_left: Callable[[], float],
+    recover: bool = False,
+    events: int = 0,
+    hand_over_events: int = HAND_OVER_EVENTS,
+    lost_after: float = LOST_AFTER_SECONDS,
+    observer: Observer | None = None,
+) -> LoopDecision:
+    """Step ``instance_id`` while work is immediately available; say what the loop does next.
+
+    Local activities run here, one checkpoint (store commit) per attempt. With
+    ``recover`` (the previous orchestrator failed, maybe after its commit) the
+    attempts of the first step are all pending ones, not only new ones, and
+    the executions of unfinished children are started again (idempotently).
+    ``events`` is the execution's budget used so far: at ``hand_over_events``
+    nothing is stepped and the answer is ``hand_over`` (``recover`` carried over).
+    An attempt started ``lost_after`` seconds ago and still without outcome is
+    dispatched again; a Park waiting on attempts in flight times out by then.
+    """
+    if events >= hand_over_events:
+        return LoopDecision("hand_over", recover=recover)
+    decision = _orchestrate(
+        store, instance_id, resolve, clock, time_left, recover, lost_after, observer
+    )
+    decision.events_before = events
+    return decision
+
+
+def _orchestrate(
+    store: HistoryStore,
+    instance_id: str,
+    resolve: WorkflowResolver,
+    clock: Clock,
+    time_left: Callable[[], float],
+    recover: bool,
+    lost_after: float,
+    observer: Observer | None,
+) -> LoopDecision:
+    obs = observer or Observer()
+    remote: dict[ActivityRef, ActivityWork] = {}
+    recovering = recover
+    steps = local_runs = 0
+    while True:
+        started = _monotonic()
+        decision = step(store, instance_id, resolve, clock.now())
+        steps += 1
+        if decision is None:
+            return _finished(store.get(instance_id), steps, local_runs)
+        obs.on_step(decision, (_monotonic() - started) * 1000)
+        children = [child.instance_id for child in decision.children]
+        if recovering:
+            children += _open_children(store.history(instance_id))
+        if children:
+            obs.start_children(children)
+        work = decision.pending if recovering else decision.dispatch
+        recovering = False
+        local: list[ActivityWork] = []
+        for item in work:
+            if _is_local(item):
+                local.append(item)
+            else:
+                remote.setdefault(ActivityRef.of(item), item)
+        if decision.status.is_terminal:
+            return _finished_status(decision.status, steps, local_runs)
+        if decision.status == Status.STUCK:
+            return LoopDecision("sleep", wait_seconds=STUCK_RETRY_SECONDS, steps=steps)
+        if not (local or decision.more or decision.next_run is not None):
+            now = clock.now()
+            in_flight = [
+                w for w in decision.pending if ActivityRef.of(w) not in remote and not _is_local(w)
+            ]
+            deadline: datetime | None = None
+            if in_flight:
+                lost, deadline = _lost_attempts(
+                    store.history(instance_id), in_flight, now, lost_after
+                )
+                for item in lost:
+                    remote.setdefault(ActivityRef.of(item), item)
+            return _route(decision, list(remote), now, deadline, steps, local_runs)
+        if time_left() < TIME_MARGIN_SECONDS:
+            # Anything scheduled but not yet run is in ``pending`` for the next call.
+            return LoopDecision("continue", recover=True, steps=steps, local_attempts=local_runs)
+        for item in local:
+            result = run_attempt(item, clock, time_left() - TIME_MARGIN_SECONDS)
+            store.post(instance_id, result)
+            obs.on_local_attempt(result)
+            local_runs += 1
+
+
+def _lost_attempts(
+    history: Sequence[Event], in_flight: list[ActivityWork], now: datetime, lost_after: float
+) -> tuple[list[ActivityWork], datetime | None]:
+    """The attempts in flight for ``lost_after`` seconds, and when the next of the others is."""
+    started = {
+        (e.task_id, e.attempt): e.timestamp for e in history if isinstance(e, ActivityScheduled)
+    }
+    lost: list[ActivityWork] = []
+    deadlines: list[datetime] = []
+    for work in in_flight:
+        at = started.get((work.task_id, work.attempt))
+        if at is None:
+            continue
+        deadline = at + timedelta(seconds=lost_after)
+        if deadline <= now:
+            lost.append(work)
+        else:
+            deadlines.append(deadline)
+    return lost, min(deadlines, default=None)
+
+
+def _route(
+    decision: Decision,
+    remote: list[ActivityRef],
+    now: datetime,
+    lost_at: datetime | None,
+    steps: int,
+    local_runs: int,
+) -> LoopDecision:
+    def make(
+        next_: str, refs: list[ActivityRef], seconds: int = 0, recover: bool = False
+    ) -> LoopDecision:
+        return LoopDecision(next_, refs, seconds, recover, steps, local_runs)
+
+    if len(remote) > MAX_ACTIVITIES_PER_ROUND:
+        return make("run", remote[:MAX_ACTIVITIES_PER_ROUND], recover=True)
+    wake = None if decision.wake_at is None else _seconds_until(decision.wake_at, now)
+    # Attempts already running (started before a park) wake us with their results, or are
+    # looked at again when they would be lost.
+    lost = None if lost_at is None else _seconds_until(lost_at, now)
+    if lost is not None:
+        wake = lost if wake is None else min(wake, lost)
+    if _waits_for_others(decision) or lost is not None or (remote and wake is not None):
+        return make("park", remote, wake if wake is not None else MAX_PARK_SECONDS)
+    if remote:
+        return make("run", remote)
+    if wake is not None:
+        return make("sleep", [], wake)
+    return make("park", [], MAX_PARK_SECONDS)
+
+
+def _seconds_until(when: datetime, now: datetime) -> int:
+    """Whole seconds to ``when``, rounded up so the timer is due on return; 1 to a week."""
+    return min(MAX_WAIT_SECONDS, max(1, math.ceil((when - now).total_seconds())))
+
+
+_OWN_KINDS = ("timer (", "activity '")
+
+
+def _waits_for_others(decision: Decision) -> bool:
+    """Whether the workflow waits on something only others can bring (an event, a child).
+
+    Timers and activities are what the loop resolves itself. ``waiting_on``
+    labels read ``describe()`` or ``"name (describe())"``; a label is read as a
+    timer or activity when one of those descriptions begins it or follows
+    ``" ("``. (A structured field on the decision would be better: see the report.)
+    """
+    return not all(
+        label.startswith(_OWN_KINDS) or any(f" ({kind}" in label for kind in _OWN_KINDS)
+        for label in decision.waiting_on
+    )
+
+
+def _open_children(history: Sequence[Event]) -> list[str]:
+    answered = {e.task_id for e in history if isinstance(e, ChildCompleted | ChildFailed)}
+    return [
+        e.child_id for e in history if isinstance(e, ChildScheduled) and e.task_id not in answered
+    ]
+
+
+def _finished(header: InstanceStatus | None, steps: int, local_runs: int) -> LoopDecision:
+    if header is None:
+        return LoopDecision("fail", steps=steps, local_attempts=local_runs)  # deleted meanwhile
+    return _finished_status(header.status, steps, local_runs)
+
+
+def _finished_status(status: Status, steps: int, local_runs: int) -> LoopDecision:
+    next_ = "succeed" if status == Status.COMPLETED else "fail"
+    return LoopDecision(next_, steps=steps, local_attempts=local_runs)
+
+
+def _is_local(work: ActivityWork) -> bool:
+    try:
+        return resolve_activity(work).local
+    except DurableError:
+        return False  # unknown here: the activity Lambda reports it as a failed attempt
+
+
+# ----------------------------------------------------------------------------- attempts
+
+
+def run_attempt(work: ActivityWork, clock: Clock, limit: float | None) -> ActivityResult:
+    """Run one attempt, failing it with ``TimeoutError`` after its timeout (or ``limit`` seconds).
+
+    A timed-out attempt's thread is abandoned: Python cannot stop it, and the
+    Lambda container is frozen or recycled after the handler returns.
+    """
+    timeouts = [t for t in (work.timeout, limit) if t is not None]
+    if not timeouts:
+        return run_activity(work, clock.now)
+    seconds = max(0.0, min(timeouts))
+    box: list[ActivityResult] = []
+    thread = threading.Thread(
+        target=lambda: box.append(run_activity(work, clock.now)),
+        name=f"durable-activity-{work.task_id}",
+        daemon=True,
+    )
+    thread.start()
+    thread.join(seconds)
+    if box:
+        return box[0]
+    error = TimeoutError(f"activity {work.activity!r} ran longer than {seconds:g}s")
+    return failed_result(work, error, clock.now())
+
+
+def attempt_from_history(history: Sequence[Event], ref: ActivityRef) -> ActivityWork | None:
+    """The attempt ``ref`` names, or ``None`` if it already has an outcome (or never existed)."""
+    scheduled: ActivityScheduled | None = None
+    for event in history:
+        if isinstance(event, ActivityScheduled) and event.task_id == ref.task_id:
+            scheduled = event
+        elif isinstance(event, ActivityCompleted | ActivityFailed) and event.task_id == ref.task_id:
+            return None
+        elif (
+            isinstance(event, ActivityRetryScheduled)
+            and event.task_id == ref.task_id
+            and event.attempt >= ref.attempt
+        ):
+            return None  # this attempt failed already; a later one is (or will be) running
+    if scheduled is None:
+        return None
+    return ActivityWork(
+        instance_id=ref.instance_id,
+        run=ref.run,
+        task_id=ref.task_id,
+        attempt=ref.attempt,
+        activity=scheduled.activity,
+        input=scheduled.input,
+        timeout=scheduled.timeout,
+    )
+
+
+def run_referenced_attempt(
+    store: HistoryStore,
+    ref: ActivityRef,
+    clock: Clock,
+    limit: float | None,
+    crash: dict[str, Any] | None = None,
+) -> ActivityResult | None:
+    """Run the attempt ``ref`` names and post its outcome; ``None`` if there was nothing to run.
+
+    With ``crash`` (Step Functions' ``{"Error", "Cause"}`` of an invocation
+    that died) the attempt is not run but recorded as failed. Posting twice is
+    harmless: the engine keeps the first outcome of an attempt and drops the rest.
+    """
+    try:
+        history = store.history(ref.instance_id, run=ref.run)
+    except InstanceNotFoundError:
+        return None
+    work = attempt_from_history(history, ref)
+    if work is None:
+        return None
+    if crash is not None:
+        detail = f"{crash.get('Error', 'Unknown')}: {crash.get('Cause', '')}".strip(": ")
+        result = failed_result(work, ActivityCrashed(detail), clock.now())
+    else:
+        result = run_attempt(work, clock, limit)
+    store.post(ref.instance_id, result)
+    return result
+
+
+def error_summary(error: ErrorInfo | None) -> str:
+    return "" if error is None else f"{error.type}: {error.message}"
+
+
+_monotonic = time.monotonic

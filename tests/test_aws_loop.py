@@ -1,0 +1,323 @@
+"""End to end through the real artefacts: infra/template.yaml in moto CloudFormation,
+the state machine run by moto's ASL interpreter, every Lambda task routed to our
+handlers in-process, DynamoDB and S3 served by moto (see tests/aws_harness.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.aws_harness import AwsHarness
+
+pytestmark = pytest.mark.slow
+
+ADA = {"name": "Ada", "email": "ada@example.com"}
+
+
+def _finished(h: AwsHarness, timeout: float = 60.0) -> list[dict[str, Any]]:
+    executions = h.wait_for_executions(timeout)
+    return executions
+
+
+def _once_per_task(h: AwsHarness, instance_id: str) -> Counter[str]:
+    """Event kinds of the history, checking no attempt got two outcomes."""
+    history = h.store().history(instance_id)
+    outcomes = Counter(
+        (e.task_id, e.attempt)
+        for e in history
+        if e.kind in ("ActivityCompleted", "ActivityFailed", "ActivityRetryScheduled")
+    )
+    assert all(n == 1 for n in outcomes.values()), outcomes
+    scheduled = Counter((e.task_id, e.attempt) for e in history if e.kind == "ActivityScheduled")
+    assert all(n == 1 for n in scheduled.values()), scheduled
+    return Counter(e.kind for e in history)
+
+
+# ----------------------------------------------------------------------------- examples
+
+
+def test_remind_user_sleeps_in_wait_states_and_runs_activities_in_maps() -> None:
+    with AwsHarness() as h:
+        iid = h.start("remind_user", ADA)
+        executions = _finished(h)
+        status = h.status(iid)
+        assert [e["status"] for e in executions] == ["SUCCEEDED"]
+        assert status["status"] == "COMPLETED"
+        assert status["output"] == {**ADA, "times_reminded": 2}
+        kinds = _once_per_task(h, iid)
+        assert kinds["ActivityCompleted"] == 2 and kinds["TimerFired"] == 2
+        # start -> sleep -> run -> sleep -> run -> succeed
+        assert h.invocation_counts() == Counter(orchestrator=5, activity=2, api=2)
+        assert h.skipped_resources  # moto skips a few types; the rest of the stack is real
+        assert set(h.skipped_resources) <= {
+            "AWS::S3::BucketPolicy",
+            "AWS::Lambda::EventInvokeConfig",
+            "AWS::ApiGateway::Stage",
+        }
+
+
+def test_fan_out_fan_in_example() -> None:
+    words = ["durable", "workflows", "are", "just", "code"]
+    with AwsHarness() as h:
+        iid = h.start("word_report", {"words": words})
+        _finished(h)
+        status = h.status(iid)
+        assert status["status"] == "COMPLETED"
+        report = status["output"]
+        assert [s["word"] for s in report["stats"]] == words
+        assert report["total_letters"] == sum(map(len, words))
+        assert report["longest"] == "workflows"
+        assert h.invocation_counts()["activity"] == len(words)
+
+
+def test_human_approval_event_delivered_through_the_api_while_parked() -> None:
+    with AwsHarness() as h:
+        request = {"request_id": "exp-7", "requester": "Ada", "amount": 1200}
+        iid = h.start("expense_approval", request)
+        h.wait_until(
+            lambda: any(i.function.endswith("-park") and i.done for i in h.invocations),
+            what="the loop parked",
+        )
+        assert h.status(iid)["custom_status"]["state"] == "waiting for approval"
+        code, answer = h.api(
+            "POST", f"/instances/{iid}/events/approval", {"approved": True, "by": "Grace"}
+        )
+        assert code == 202, answer
+        executions = _finished(h)
+        assert [e["status"] for e in executions] == ["SUCCEEDED"]
+        status = h.status(iid)
+        assert status["output"]["decision"] == "approved"
+        assert status["output"]["decided_by"] == "Grace"
+        assert status["output"]["waited_hours"] < 1
+        assert h.invocation_counts()["park"] == 1
+
+
+def test_human_approval_park_timeout_is_the_timer_firing() -> None:
+    with AwsHarness(park_real_seconds=0.2) as h:
+        request = {"request_id": "exp-8", "requester": "Bob", "amount": 90}
+        iid = h.start("expense_approval", request)
+        _finished(h)
+        status = h.status(iid)
+        assert status["status"] == "COMPLETED"
+        assert status["output"]["decision"] == "escalated"
+        assert status["output"]["waited_hours"] >= 24
+        assert _once_per_task(h, iid)["ActivityCompleted"] == 2
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def test_map_fan_out_of_50_activities() -> None:
+    with AwsHarness() as h:
+        iid = h.start("aws_flows.fan_out", 50)
+        _finished(h)
+        status = h.status(iid)
+        assert status["status"] == "COMPLETED"
+        assert status["output"] == sum(i * i for i in range(50))
+        assert _once_per_task(h, iid)["ActivityCompleted"] == 50
+        counts = h.invocation_counts()
+        assert counts["activity"] == 50
+        assert counts["orchestrator"] == 2  # schedule all 50, then finish
+
+
+def test_local_activities_run_inside_one_orchestrator_invocation() -> None:
+    with AwsHarness() as h:
+        iid = h.start("aws_flows.local_chain", 25)
+        _finished(h)
+        status = h.status(iid)
+        assert status["output"] == 25
+        counts = h.invocation_counts()
+        assert counts["orchestrator"] == 1
+        assert counts["activity"] == 0
+        # one checkpoint per attempt: 25 schedules, 25 completions, one commit each
+        assert status["version"] >= 26
+
+
+def test_local_retry_waits_in_a_wait_state_then_a_remote_activity_runs() -> None:
+    with AwsHarness() as h:
+        iid = h.start("aws_flows.mixed", "key-1")
+        _finished(h)
+        status = h.status(iid)
+        assert status["status"] == "COMPLETED"
+        assert status["output"] == {"first": "key-1 ok after 2 attempts", "squared": 49}
+        kinds = _once_per_task(h, iid)
+        assert kinds["ActivityRetryScheduled"] == 1
+
+
+def test_child_workflow_runs_in_its_own_execution_and_wakes_the_parent() -> None:
+    with AwsHarness() as h:
+        iid = h.start("aws_flows.parent", 3)
+        executions = _finished(h)
+        assert len(executions) == 2 and all(e["status"] == "SUCCEEDED" for e in executions)
+        assert h.status(iid)["output"] == 0 + 1 + 4 + 1
+
+
+def test_hand_over_to_a_successor_execution() -> None:
+    with AwsHarness(hand_over_events=50) as h:
+        iid = h.start("remind_user", ADA)
+        executions = _finished(h)
+        assert len(executions) >= 3
+        names = sorted(e["name"] for e in executions)
+        assert all(n.rsplit("-", 1)[0] == names[0].rsplit("-", 1)[0] for n in names)
+        assert {e["status"] for e in executions} == {"SUCCEEDED"}
+        status = h.status(iid)
+        assert status["output"] == {**ADA, "times_reminded": 2}
+        _once_per_task(h, iid)
+
+
+# ----------------------------------------------------------------------------- crash points
+
+
+def test_orchestrator_response_lost_after_commit() -> None:
+    calls = itertools.count()
+    with AwsHarness() as h:
+        # The first orchestrator invocation commits (4 activities scheduled) and dies
+        # before its answer reaches Step Functions: the recovery path re-dispatches them.
+        h.fail_after = lambda kind, payload: kind == "orchestrator" and next(calls) == 0
+        iid = h.start("aws_flows.fan_out", 4)
+        executions = _finished(h)
+        assert [e["status"] for e in executions] == ["SUCCEEDED"]
+        assert h.status(iid)["output"] == 0 + 1 + 4 + 9
+        assert _once_per_task(h, iid)["ActivityCompleted"] == 4
+        failed = [i for i in h.invocations if i.error]
+        assert len(failed) == 1 and failed[0].function.endswith("-orchestrator")
+        recovered = [i for i in h.invocations if i.payload.get("recover") is True]
+        assert len(recovered) == 1
+
+
+def test_activity_delivered_twice_records_one_outcome() -> None:
+    with AwsHarness() as h:
+        h.duplicate = lambda kind, payload: kind == "activity"
+        iid = h.start("aws_flows.fan_out", 5)
+        _finished(h)
+        assert h.status(iid)["output"] == 0 + 1 + 4 + 9 + 16
+        assert h.invocation_counts()["activity"] == 10
+        assert _once_per_task(h, iid)["ActivityCompleted"] == 5
+
+
+def test_activity_run_twice_after_its_result_was_posted_is_dropped_by_the_engine() -> None:
+    """A redelivery that arrives before the first result was consumed runs again and posts again."""
+    with AwsHarness() as h:
+        h.duplicate = lambda kind, payload: kind == "activity"
+        iid = h.start("remind_user", ADA)
+        _finished(h)
+        status = h.status(iid)
+        assert status["output"]["times_reminded"] == 2  # not 3 or 4
+        assert _once_per_task(h, iid)["ActivityCompleted"] == 2
+
+
+def test_park_racing_an_inbox_post_answers_at_once() -> None:
+    with AwsHarness(park_real_seconds=5) as h:
+        raised: list[str] = []
+
+        def post_first(kind: str, payload: Any) -> None:
+            # The event lands after the orchestrator decided to park, before Park stores a token.
+            if kind == "park" and not raised:
+                iid = payload["instance_id"]
+                raised.append(iid)
+                code, _ = h.api(
+                    "POST", f"/instances/{iid}/events/approval", {"approved": False, "by": "Eve"}
+                )
+                assert code == 202
+
+        h.before_call = post_first
+        request = {"request_id": "exp-9", "requester": "Ada", "amount": 5}
+        iid = h.start("expense_approval", request)
+        _finished(h, timeout=30)
+        status = h.status(iid)
+        assert status["output"]["decision"] == "rejected"
+        assert status["output"]["decided_by"] == "Eve"
+        assert h.clock.skipped.total_seconds() < 3600  # woken by the post, not by the timeout
+
+
+def test_activity_sandbox_dying_is_a_failed_attempt_retried_by_the_workflow_policy() -> None:
+    calls = itertools.count()
+    with AwsHarness() as h:
+        h.crash_before = lambda kind, payload: kind == "activity" and next(calls) == 0
+        iid = h.start("remind_user", ADA)
+        executions = _finished(h)
+        assert [e["status"] for e in executions] == ["SUCCEEDED"]
+        assert h.status(iid)["output"]["times_reminded"] == 2
+        history = h.store().history(iid)
+        retries = [e for e in history if e.kind == "ActivityRetryScheduled"]
+        assert len(retries) == 1 and retries[0].error.type.endswith("ActivityCrashed")
+        assert "injected" in retries[0].error.message
+        _once_per_task(h, iid)
+
+
+def test_a_lost_asynchronous_invocation_is_dispatched_again() -> None:
+    """Lambda drops an Event invocation after its own retries: the loop notices by the deadline."""
+    lost = itertools.count()
+    with AwsHarness(park_real_seconds=0.3) as h:
+        h.crash_before = lambda kind, payload: kind == "activity" and next(lost) == 0
+        iid = h.start("aws_flows.activity_and_timer", 6)
+        executions = _finished(h)
+        assert [e["status"] for e in executions] == ["SUCCEEDED"]
+        assert h.status(iid)["output"] == 36
+        activity_calls = [i for i in h.invocations if i.function.endswith("-activity")]
+        assert [i.asynchronous for i in activity_calls] == [True, False]
+        assert activity_calls[0].error is not None and activity_calls[1].error is None
+        assert h.clock.skipped.total_seconds() >= 900
+
+
+def test_only_small_references_travel_through_step_functions() -> None:
+    with AwsHarness() as h:
+        iid = h.start("aws_flows.big_payload", 1_000_000)
+        _finished(h)
+        assert h.status(iid)["output"] == 1_000_000
+        largest = max(
+            len(json.dumps(i.payload)) for i in h.invocations if i.function != "durable-api"
+        )
+        assert largest < 1024
+
+
+# ----------------------------------------------------------------------------- API
+
+
+def test_api_errors_are_clear() -> None:
+    with AwsHarness() as h:
+        code, body = h.api("POST", "/workflows/no_such_flow", {"input": 1})
+        assert code == 404 and "no_such_flow" in body["error"]
+        code, body = h.api("POST", "/workflows/remind_user", {"input": {"name": "Ada"}})
+        assert code == 400 and "email" in body["error"]
+        code, body = h.api("GET", "/instances/nope")
+        assert code == 404
+        code, body = h.api("POST", "/instances/nope/events/x", {})
+        assert code == 404
+        code, body = h.api(
+            "POST", "/workflows/aws_flows.fan_out", {"input": 2, "instance_id": "fixed"}
+        )
+        assert code == 202 and body["instance_id"] == "fixed"
+        assert body["status_url"].endswith("/prod/instances/fixed")
+        _finished(h)
+        again, body = h.api(
+            "POST", "/workflows/aws_flows.fan_out", {"input": 2, "instance_id": "fixed"}
+        )
+        assert again == 202  # idempotent on the id
+        code, body = h.api(
+            "POST", "/workflows/aws_flows.fan_out", {"input": 3, "instance_id": "fixed"}
+        )
+        assert code == 409
+        code, body = h.api("POST", "/instances/fixed/events/x", {})
+        assert code == 409
+
+
+# ----------------------------------------------------------------------------- costs
+
+
+def test_costs_of_a_run_stay_where_they_are() -> None:
+    """Counted from the emulated run (python -m tests.aws_costs prints the full report)."""
+    from tests.aws_costs import measure
+
+    remind = measure("remind_user", "remind_user", ADA)
+    assert remind.transitions == 17
+    assert remind.lambda_invocations == Counter(api=1, orchestrator=5, activity=2)
+    local = measure("local", "aws_flows.local_chain", 100)
+    assert local.transitions == 3  # Orchestrate, Route, Finished
+    assert local.lambda_invocations == Counter(api=1, orchestrator=1)
+    assert local.requests["dynamodb:TransactWriteItems"] == 202  # create + per step: post, commit

@@ -1,0 +1,306 @@
+"""The AWS loop's logic without Step Functions: what the orchestrator tells the loop to do,
+how it hands back when time runs low, how an attempt is found by reference.
+
+Real engine, real MemoryStore, real workflows: only the Lambda's remaining time is given.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from durable import Context, activity, workflow
+from durable.runtime.aws_config import execution_input, name_root
+from durable.runtime.aws_loop import (
+    MAX_PARK_SECONDS,
+    ActivityRef,
+    LoopDecision,
+    orchestrate,
+    run_referenced_attempt,
+)
+from durable.runtime.clock import VirtualClock
+from durable.runtime.start import create_instance, encode_input
+from durable.store import MemoryStore
+from durable.workflow import Workflow, get_workflow
+
+
+@activity(name="aws_units.remote")
+def remote(x: int) -> int:
+    return x * 10
+
+
+@activity(name="aws_units.local", local=True)
+def local(x: int) -> int:
+    return x + 1
+
+
+@activity(name="aws_units.slow", timeout=0.2)
+def slow(x: int) -> int:
+    time.sleep(2)
+    return x
+
+
+@workflow(name="aws_units.locals_then_remote")
+def locals_then_remote(ctx: Context, n: int) -> Any:
+    value = 0
+    for _ in range(n):
+        value = yield ctx.call(local, value)
+    return (yield ctx.call(remote, value))
+
+
+@workflow(name="aws_units.timer_and_activity")
+def timer_and_activity(ctx: Context, _: None) -> Any:
+    winner = yield ctx.any([ctx.call(remote, 1), ctx.sleep(timedelta(minutes=5))])
+    return winner is not None
+
+
+@workflow(name="aws_units.event")
+def waits_for_event(ctx: Context, _: None) -> Any:
+    return (yield ctx.wait_for_event("go"))
+
+
+@workflow(name="aws_units.sleeper")
+def sleeper(ctx: Context, _: None) -> Any:
+    yield ctx.sleep(timedelta(seconds=90))
+    return "woke"
+
+
+@workflow(name="aws_units.slow_flow")
+def slow_flow(ctx: Context, _: None) -> Any:
+    return (yield ctx.call(slow, 1))
+
+
+def _start(store: MemoryStore, wf: Workflow[Any, Any], value: Any, clock: VirtualClock) -> str:
+    iid, _ = create_instance(store, wf, encode_input(wf, value), None, clock.now())
+    return iid
+
+
+def _orchestrate(
+    store: MemoryStore, iid: str, clock: VirtualClock, left: float = 600.0, recover: bool = False
+) -> LoopDecision:
+    return orchestrate(
+        store, iid, resolve=get_workflow, clock=clock, time_left=lambda: left, recover=recover
+    )
+
+
+def _run_all(store: MemoryStore, clock: VirtualClock, decision: LoopDecision) -> None:
+    for ref in decision.activities:
+        run_referenced_attempt(store, ref, clock, limit=None)
+
+
+def test_local_activities_run_in_the_orchestrator_then_remote_ones_go_to_the_loop() -> None:
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, locals_then_remote, 5, clock)
+    decision = _orchestrate(store, iid, clock)
+    assert decision.next == "run" and decision.local_attempts == 5
+    assert decision.activities == [ActivityRef(iid, 1, decision.activities[0].task_id, 1)]
+    payload = decision.as_payload()
+    assert payload["activities"] == [
+        {"instance_id": iid, "run": 1, "task_id": decision.activities[0].task_id, "attempt": 1}
+    ]
+    _run_all(store, clock, decision)
+    assert _orchestrate(store, iid, clock).next == "succeed"
+    assert store.get(iid).output == 50  # type: ignore[union-attr]
+
+
+def test_hands_back_when_the_lambda_time_runs_low_and_resumes_with_recover() -> None:
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, locals_then_remote, 3, clock)
+    first = _orchestrate(store, iid, clock, left=5.0)
+    assert first.next == "continue" and first.recover and first.local_attempts == 0
+    second = _orchestrate(store, iid, clock, recover=first.recover)
+    assert second.next == "run" and second.local_attempts == 3
+
+
+def test_pure_timer_sleeps_for_the_seconds_to_the_timer() -> None:
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, sleeper, None, clock)
+    decision = _orchestrate(store, iid, clock)
+    assert (decision.next, decision.wait_seconds) == ("sleep", 90)
+    clock.advance_to(clock.now() + timedelta(seconds=decision.wait_seconds))
+    assert _orchestrate(store, iid, clock).next == "succeed"
+
+
+def test_timer_with_an_activity_in_flight_parks_until_the_timer() -> None:
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, timer_and_activity, None, clock)
+    decision = _orchestrate(store, iid, clock)
+    assert decision.next == "park" and len(decision.activities) == 1
+    assert 299 <= decision.wait_seconds <= 300
+
+
+def test_event_wait_parks_with_the_longest_timeout() -> None:
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, waits_for_event, None, clock)
+    decision = _orchestrate(store, iid, clock)
+    assert (decision.next, decision.wait_seconds) == ("park", MAX_PARK_SECONDS)
+
+
+def test_an_activity_past_its_timeout_is_recorded_as_failed() -> None:
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, slow_flow, None, clock)
+    decision = _orchestrate(store, iid, clock)
+    started = time.monotonic()
+    result = run_referenced_attempt(store, decision.activities[0], clock, limit=60)
+    assert time.monotonic() - started < 1.5
+    assert result is not None and result.error is not None
+    assert result.error.type.endswith("TimeoutError")
+    assert _orchestrate(store, iid, clock).next == "fail"
+
+
+def test_an_attempt_with_an_outcome_is_not_run_again() -> None:
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, locals_then_remote, 0, clock)
+    ref = _orchestrate(store, iid, clock).activities[0]
+    assert run_referenced_attempt(store, ref, clock, limit=None) is not None
+    _orchestrate(store, iid, clock)  # consumes the result: the history has the outcome
+    assert run_referenced_attempt(store, ref, clock, limit=None) is None
+    unknown = ActivityRef(iid, 1, 999, 1)
+    assert run_referenced_attempt(store, unknown, clock, limit=None) is None
+    gone = ActivityRef("no-such-instance", 1, 1, 1)
+    assert run_referenced_attempt(store, gone, clock, limit=None) is None
+
+
+def test_a_crashed_attempt_is_recorded_as_failed_without_running() -> None:
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, locals_then_remote, 0, clock)
+    ref = _orchestrate(store, iid, clock).activities[0]
+    crash = {"Error": "Sandbox.Timedout", "Cause": "Task timed out after 900.00 seconds"}
+    result = run_referenced_attempt(store, ref, clock, limit=None, crash=crash)
+    assert result is not None and result.error is not None
+    assert result.error.type.endswith("ActivityCrashed")
+    assert "Sandbox.Timedout" in result.error.message
+    assert _orchestrate(store, iid, clock).next == "fail"
+
+
+@pytest.mark.parametrize(
+    "instance_id",
+    ["simple", "order/42 with spaces", "ü" * 256, "a" * 256, "x:y", "x;y"],
+)
+def test_execution_names_are_valid_and_distinct(instance_id: str) -> None:
+    root = name_root(instance_id)
+    name = f"{root}-{999_999}"
+    assert len(name) <= 80
+    assert all(c.isascii() and (c.isalnum() or c in "-_") for c in name)
+    assert name_root(instance_id + "!") != root
+    assert execution_input(instance_id)["name_root"] == root
+
+
+@workflow(name="aws_units.long_sleep")
+def long_sleep(ctx: Context, _: None) -> Any:
+    yield ctx.sleep(timedelta(days=400))
+    return "done"
+
+
+def test_long_waits_are_cut_into_weeks_and_weigh_on_the_hand_over_budget() -> None:
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, long_sleep, None, clock)
+    weeks = 0
+    while (decision := _orchestrate(store, iid, clock)).next == "sleep":
+        assert decision.wait_seconds <= 7 * 24 * 3600
+        weeks += 1
+        clock.advance_to(clock.now() + timedelta(seconds=decision.wait_seconds))
+    assert decision.next == "succeed" and weeks == 58  # 400 days in weeks
+    week = LoopDecision("sleep", wait_seconds=7 * 24 * 3600)
+    assert 20_000 // week.weight * 7 < 365  # an execution hands over within a year
+
+
+def test_an_instance_of_unknown_code_is_stuck_and_looked_at_hourly() -> None:
+    from durable.history import WorkflowStarted
+
+    store, clock = MemoryStore(), VirtualClock()
+    store.create("ghost-1", WorkflowStarted(workflow="no.such.workflow", timestamp=clock.now()))
+    decision = _orchestrate(store, "ghost-1", clock)
+    assert (decision.next, decision.wait_seconds) == ("sleep", 3600)
+    header = store.get("ghost-1")
+    assert header is not None and header.status == "STUCK"
+    assert header.error is not None and "no.such.workflow" in header.error.message
+
+
+def test_hand_over_at_the_threshold_without_stepping() -> None:
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, sleeper, None, clock)
+    decision = orchestrate(
+        store,
+        iid,
+        resolve=get_workflow,
+        clock=clock,
+        time_left=lambda: 600.0,
+        recover=True,
+        events=20_000,
+    )
+    assert (decision.next, decision.recover, decision.steps) == ("hand_over", True, 0)
+    assert store.get(iid).version == 1  # type: ignore[union-attr]
+    below = _orchestrate(store, iid, clock)
+    assert below.next == "sleep" and below.events == below.weight
+
+
+def test_unimportable_workflow_modules_are_a_clear_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from durable.errors import ConfigurationError
+    from durable.runtime import aws_config
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("DURABLE_MODULES", "no_such_module_anywhere")
+    monkeypatch.setenv("HAND_OVER_EVENTS", "100")
+    aws_config.configure(store_factory=lambda settings, waker: MemoryStore())  # type: ignore[arg-type,return-value]
+    try:
+        with pytest.raises(ConfigurationError, match="no_such_module_anywhere"):
+            aws_config.services()
+        monkeypatch.setenv("HAND_OVER_EVENTS", "lots")
+        with pytest.raises(ConfigurationError, match="HAND_OVER_EVENTS"):
+            aws_config.services()
+    finally:
+        aws_config.reset()
+
+
+@pytest.mark.parametrize(
+    ("labels", "others"),
+    [
+        ([], False),
+        (["timer (2:00:00)"], False),
+        (["First reminder (activity 'send_email')", "Wait (timer (1 day, 0:00:00))"], False),
+        (["Send (urgent) (activity 'x')"], False),
+        (["Wait for approval (event 'approval')"], True),
+        (["event 'go'", "timer (0:05:00)"], True),
+        (["child workflow 'fan_out'"], True),
+    ],
+)
+def test_what_counts_as_waiting_for_others(labels: list[str], others: bool) -> None:
+    from datetime import UTC, datetime
+
+    from durable.decision import Decision
+    from durable.history import Status
+    from durable.runtime.aws_loop import _waits_for_others
+
+    decision = Decision("i", 1, Status.RUNNING, datetime.now(UTC), waiting_on=labels)
+    assert _waits_for_others(decision) is others
+
+
+@workflow(name="aws_units.activity_after_event")
+def activity_after_event(ctx: Context, _: None) -> Any:
+    both = yield ctx.all([ctx.call(remote, 2), ctx.wait_for_event("go")])
+    return both
+
+
+def test_an_attempt_in_flight_too_long_is_dispatched_again() -> None:
+    from durable.history import EventMessage
+
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, activity_after_event, None, clock)
+    first = _orchestrate(store, iid, clock)
+    assert first.next == "park" and len(first.activities) == 1  # started asynchronously
+    store.post(iid, EventMessage(event="go", data=1, received_at=clock.now()))
+    woken = _orchestrate(store, iid, clock)  # the event came; the attempt is still out
+    assert woken.next == "park" and woken.activities == []
+    assert 900 <= woken.wait_seconds <= 960  # looked at again once it would be lost
+    clock.advance_to(clock.now() + timedelta(seconds=woken.wait_seconds))
+    again = _orchestrate(store, iid, clock)
+    assert again.next == "run" and again.activities == first.activities
+    _run_all(store, clock, again)
+    assert _orchestrate(store, iid, clock).next == "succeed"
+    assert store.get(iid).output == [20, 1]  # type: ignore[union-attr]
