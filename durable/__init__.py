@@ -18,6 +18,7 @@ from durable.errors import (
     WorkflowFailed,
 )
 from durable.history import Event, InstanceStatus, Status, dump_history, load_history
+from durable.info import ActivityInfo, activity_info
 from durable.retry import RetryPolicy
 from durable.runtime.local import Runtime, run
 from durable.store import HistoryStore, MemoryStore, SQLiteStore, open_store
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Activity",
     "ActivityError",
+    "ActivityInfo",
     "Cancelled",
     "ConfigurationError",
     "ConflictError",
@@ -53,6 +55,7 @@ __all__ = [
     "WorkflowFailed",
     "WorkflowResult",
     "activity",
+    "activity_info",
     "dump_history",
     "load_history",
     "open_store",

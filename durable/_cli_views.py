@@ -329,6 +329,8 @@ class Subtree:
     def __init__(self, store: HistoryStore, roots: Sequence[str]) -> None:
         self._store = store
         self._members = set(roots)
+        self.path: str | None = getattr(store, "path", None)
+        """The wrapped store's file, so that a runtime sees the other workers on it."""
 
     def _member(self, instance_id: str) -> bool:
         chain: list[str] = []

@@ -1,4 +1,5 @@
-"""The ``durable`` command line: run, start, worker, status, history, signal, cancel, terminate, list, replay.
+"""The ``durable`` command line: run, start, worker, status, history, signal, cancel, terminate, list, replay,
+synth, deploy, destroy.
 
 Every command works on a SQLite store, ``.durable/durable.db`` in the current
 folder unless ``--db`` names another one. Workflow code comes from files
@@ -69,7 +70,7 @@ from durable.history import (
 )
 from durable.loader import configured_modules, load_modules, load_workflow
 from durable.runtime.local import Runtime
-from durable.runtime.start import check_instance_id, create_instance, encode_input
+from durable.runtime.start import check_instance_id, check_text, create_instance, encode_input
 from durable.runtime.step import step
 from durable.store import DEFAULT_DB, HistoryStore, open_store
 from durable.testing import replay_history
@@ -198,6 +199,8 @@ def _parse_json(text: str | None, option: str) -> Any:
             raise _Fail(f"{option}: cannot read {path}: {exc.strerror}") from None
     try:
         return json.loads(source)
+    except RecursionError:
+        raise _Fail(f"{option} nests lists or objects too deeply to be read") from None
     except json.JSONDecodeError as exc:
         shown = source if len(source) <= 40 else source[:37] + "..."
         raise _Fail(
@@ -227,6 +230,7 @@ def _store(db: str, *, must_exist: bool = True) -> Iterator[HistoryStore]:
 
 
 def _header(store: HistoryStore, instance_id: str) -> InstanceStatus:
+    check_text(instance_id, "instance id")  # e.g. undecodable bytes on the command line
     header = store.get(instance_id)
     if header is None:
         raise InstanceNotFoundError(instance_id)
@@ -369,7 +373,8 @@ def run(
         else:
             _note(f"starting instance {iid} of {wf.name} (store {db})")
         console = Console(stderr=True, highlight=False, soft_wrap=True)
-        runtime = Runtime(Subtree(store, [iid]), time_skipping=time_skipping, workflows=(wf,))
+        view = Subtree(store, [iid])
+        runtime = Runtime(view, time_skipping=time_skipping, workflows=(wf,))
         progress = Progress(console, store, runtime, iid)
         try:
             with contextlib.redirect_stdout(sys.stderr), _logging(), progress:
@@ -576,6 +581,7 @@ def signal(
     """Raise an external event on an instance (buffered if it is not waiting yet)."""
     if not name:
         raise _Fail("the event name must not be empty")
+    check_text(name, "event name")
     payload = encode(_parse_json(data, "--data"), what=f"data of event {name!r}")
     with _store(db) as store:
         _post(store, instance_id, EventMessage(event=name, data=payload), f"signal {name!r}")
@@ -693,6 +699,137 @@ def replay_(
         f"{history_file}: {len(events)} events replay consistently against {spec} "
         f"(workflow {wf.name!r})"
     )
+
+
+# ----------------------------------------------------------------------------- AWS
+
+ModuleOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--module",
+        "-m",
+        help="A workflow file or module (repeatable; default: [tool.durable] modules).",
+    ),
+]
+PythonOption = Annotated[
+    str | None,
+    typer.Option("--python", help="The Lambda runtime's Python version: 3.11 (default) or 3.12."),
+]
+ArchOption = Annotated[
+    str | None, typer.Option("--arch", help="The Lambda architecture: x86_64 (default) or arm64.")
+]
+StackOption = Annotated[str, typer.Option("--stack", help="The CloudFormation stack name.")]
+_DETACHED = "interrupted: CloudFormation carries on with stack {stack}; see its events"
+RegionOption = Annotated[
+    str | None, typer.Option("--region", help="The AWS region (default: your AWS configuration's).")
+]
+
+
+def _bundle(modules: list[str] | None, out: Path, python: str | None, arch: str | None) -> Any:
+    from durable.deploy.bundle import build_bundle
+
+    targets = modules or configured_modules()
+    python, arch = python or "3.11", arch or "x86_64"
+    _note(f"building the Lambda bundle (Python {python}, {arch})")
+    built = build_bundle(targets, out, python=python, arch=arch)
+    _note(
+        f"wrote {built.path} ({built.size / 1e6:.1f} MB, {built.entries} files; "
+        f"workflows: {', '.join(sorted(built.workflows))})"
+    )
+    return built
+
+
+@app.command()
+@_errors
+def synth(
+    module: ModuleOption = None,
+    out: Annotated[Path, typer.Option("--out", help="The folder to write to.")] = Path(
+        ".durable/synth"
+    ),
+    python: PythonOption = None,
+    arch: ArchOption = None,
+) -> None:
+    """Write the stack's template and the Lambda bundle (code package) to a folder."""
+    from durable.deploy.bundle import state_machine_text, template_text
+
+    if out.exists() and not out.is_dir():
+        raise _Fail(f"--out {out} is a file, not a folder")
+    built = _bundle(module, out / "bundle.zip", python, arch)
+    (out / "template.yaml").write_text(template_text(), encoding="utf-8")
+    (out / "statemachine.asl.json").write_text(state_machine_text(), encoding="utf-8")
+    _note(
+        f"wrote {out / 'template.yaml'} (parameters: CodeBucket and CodeKey where bundle.zip "
+        f"goes, Architecture {built.arch}, PythonRuntime python{built.python})"
+    )
+
+
+@app.command()
+@_errors
+def deploy(
+    stack: StackOption,
+    region: RegionOption = None,
+    module: ModuleOption = None,
+    bucket: Annotated[
+        str | None,
+        typer.Option("--bucket", help="S3 bucket for the code (default: one created for you)."),
+    ] = None,
+    python: PythonOption = None,
+    arch: ArchOption = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle", help="Deploy this bundle from `durable synth` instead of building."
+        ),
+    ] = None,
+) -> None:
+    """Build the bundle, then create or update the stack; print the API URL."""
+    import tempfile
+
+    from durable.deploy.bundle import open_bundle
+    from durable.deploy.stack import Deployer, StackFailedError
+
+    if bundle is not None and (module or python or arch):
+        raise _Fail(
+            "--bundle excludes --module, --python and --arch: the bundle was built with them"
+        )
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    deployer = Deployer(stack, region=region, console=console)
+    with tempfile.TemporaryDirectory(prefix="durable-deploy-") as tmp:
+        if bundle is not None:
+            built = open_bundle(bundle)
+        else:
+            built = _bundle(module, Path(tmp) / "bundle.zip", python, arch)
+        try:
+            result = deployer.deploy(built, bucket=bucket)
+        except StackFailedError as exc:
+            raise _Fail(str(exc), EXIT_NOT_COMPLETED) from None
+        except KeyboardInterrupt:
+            raise _Fail(_DETACHED.format(stack=stack), EXIT_INTERRUPTED) from None
+    for key, value in sorted(result.outputs.items()):
+        if key != "ApiUrl":
+            _note(f"{key}: {value}")
+    done = {"CREATE": "created", "UPDATE": "updated", "NONE": "unchanged"}[result.action]
+    _note(f"stack {stack} {done}")
+    typer.echo(result.outputs.get("ApiUrl", ""))
+
+
+@app.command()
+@_errors
+def destroy(stack: StackOption, region: RegionOption = None) -> None:
+    """Delete the stack (its table and payload bucket are kept)."""
+    from durable.deploy.stack import Deployer, StackFailedError
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    deployer = Deployer(stack, region=region, console=console)
+    try:
+        retained = deployer.destroy()
+    except StackFailedError as exc:
+        raise _Fail(str(exc), EXIT_NOT_COMPLETED) from None
+    except KeyboardInterrupt:
+        raise _Fail(_DETACHED.format(stack=stack), EXIT_INTERRUPTED) from None
+    _note(f"stack {stack} deleted")
+    for resource in retained:
+        _note(f"kept (DeletionPolicy Retain): {resource}")
 
 
 def main() -> None:

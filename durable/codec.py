@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import functools
 import inspect
+import math
 import traceback as tb
 import typing
 from collections.abc import Callable
@@ -41,11 +42,45 @@ def qualified_name(cls: type) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
+MAX_NESTING = 100
+"""How deeply lists and objects may nest in a JSON payload. Stores parse JSON with a
+recursion limit (pydantic's is 200 levels for a whole event), so a deeper payload,
+once written, could never be read back: :func:`encode` refuses it."""
+
+
+def check_nesting(payload: Any, what: str) -> Any:
+    """Return ``payload`` (encoded JSON) if a store can keep it and give it back unchanged.
+
+    Raises:
+        SerializationError: naming ``what``, when it nests more than ``MAX_NESTING``
+            levels deep, or holds NaN or an infinity (JSON has neither: they would
+            come back as ``null``).
+    """
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SerializationError(f"{what} holds {value}, which JSON cannot represent")
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > MAX_NESTING:
+            raise SerializationError(
+                f"{what} nests lists or objects more than {MAX_NESTING} levels deep"
+            )
+        stack.extend((child, depth + 1) for child in children)
+    return payload
+
+
 def encode(value: Any, codec: Codec = "json", *, what: str = "value") -> Any:
     """Turn ``value`` into a JSON-compatible structure with ``codec``.
 
     Raises:
-        SerializationError: naming ``what`` when the value cannot be encoded.
+        SerializationError: naming ``what`` when the value cannot be encoded, or
+            could not be read back (see :func:`check_nesting`).
     """
     if codec == "pickle":
         try:
@@ -54,12 +89,15 @@ def encode(value: Any, codec: Codec = "json", *, what: str = "value") -> Any:
             raise SerializationError(f"cannot pickle {what}: {exc}") from exc
         return {_PICKLE_KEY: base64.b64encode(blob).decode("ascii")}
     try:
-        return pydantic_core.to_jsonable_python(value)
+        payload = pydantic_core.to_jsonable_python(value)
     except pydantic_core.PydanticSerializationError as exc:
         raise SerializationError(
             f"{what} of type {type(value).__name__} is not JSON-serializable "
             f"(use codec='pickle' on the workflow or activity for such values): {exc}"
         ) from exc
+    except ValueError as exc:  # pydantic's own limit: "Maximum serialization depth"
+        raise SerializationError(f"{what} cannot be encoded: {exc}") from None
+    return check_nesting(payload, what)
 
 
 def decode(data: Any, annotation: Any = None, *, what: str = "value") -> Any:

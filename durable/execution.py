@@ -138,6 +138,8 @@ class Execution:
         self.final: Event | None = None
         self.cancel_thrown = False
         self.nde: NonDeterminismError | None = None
+        self.runaway: InvalidHistoryError | None = None
+        """Set when the code produced over RUNAWAY_EVENTS events in one step."""
         self.first_new_id: int | None = None
         """The first command the code issued that the history lacks, while still replaying it."""
         self.closing = False
@@ -161,6 +163,11 @@ class Execution:
             input=None,
             workflow=workflow,
         )
+
+    @property
+    def aborted(self) -> bool:
+        """Whether the replay is being unwound (non-determinism or a runaway step)."""
+        return self.nde is not None or self.runaway is not None
 
     # ------------------------------------------------------------------ hooks (Context)
 
@@ -274,9 +281,8 @@ class Execution:
         act = task.activity
         # Encoded before taking an id, on replay too: arguments the codec cannot
         # carry raise at the yield and issue nothing, the same way every time.
-        payload = encode_arguments(
-            act.fn, task.args, task.kwargs, act.codec, what=f"activity {act.name!r}"
-        )
+        what = f"activity {act.name!r}"
+        payload = encode_arguments(act.fn, task.args, task.kwargs, act.codec, what=what)
         rec = self._issue(
             task.describe(),
             lambda r: isinstance(r, ActivityScheduled) and r.activity == act.name,
@@ -412,7 +418,9 @@ class Execution:
         except Cancelled as exc:
             self._finish(WorkflowCanceled(reason=exc.reason, error=ErrorInfo.from_exception(exc)))
             return
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # sys.exit() included: the workflow failed, it did not stop us
             self._finish(WorkflowFailed(error=ErrorInfo.from_exception(exc)))
             return
         if isinstance(result, Generator):
@@ -433,23 +441,25 @@ class Execution:
             except ReplayAborted:
                 raise
             except ContinueAsNew as restart:
-                if self.nde is not None:
+                if self.aborted:
                     raise ReplayAborted() from None
                 self._finish_returned(restart)
                 return
             except Cancelled as exc:
-                if self.nde is not None:
+                if self.aborted:
                     raise ReplayAborted() from None
                 self._finish(
                     WorkflowCanceled(reason=exc.reason, error=ErrorInfo.from_exception(exc))
                 )
                 return
-            except Exception as exc:
-                if self.nde is not None:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # sys.exit() included, as in start()
+                if self.aborted:
                     raise ReplayAborted() from None
                 self._finish(WorkflowFailed(error=ErrorInfo.from_exception(exc)))
                 return
-            if self.nde is not None:
+            if self.aborted:
                 raise ReplayAborted()
             value, error = None, None
             if isinstance(yielded, ContinueAsNew):
@@ -571,16 +581,21 @@ class Execution:
     # ------------------------------------------------------------------ applying events
 
     def _append(self, event: Event) -> None:
+        if self.runaway is not None:
+            raise ReplayAborted()  # code that caught the signal keeps trying: refuse again
         stamped = event.model_copy(update={"seq": self.next_seq, "timestamp": self.now})
         if self.in_history and self.first_new_id is None and isinstance(event, CommandEvent):
             self.first_new_id = event.task_id
         self.next_seq += 1
         self.new_events.append(stamped)
         if len(self.new_events) > RUNAWAY_EVENTS:
-            raise InvalidHistoryError(
+            # Unwound like non-determinism (user code cannot catch it): the step ends
+            # STUCK with this error and writes none of the runaway events.
+            self.runaway = InvalidHistoryError(
                 f"workflow {self.workflow.name!r} produced over {RUNAWAY_EVENTS} events "
                 "in one step without waiting on anything (a loop without a yield?)"
             )
+            raise ReplayAborted()
 
     def replay_history(self) -> None:
         for index, event in enumerate(self.history):

@@ -87,7 +87,8 @@ def replay(
 
     Pure: the result depends only on the arguments (and the workflow's code).
     A :class:`NonDeterminismError` is not raised but returned as a STUCK decision
-    (``decision.stuck``) that writes nothing and consumes nothing.
+    (``decision.stuck``) that writes nothing and consumes nothing; so is a
+    runaway step (over ``RUNAWAY_EVENTS`` new events: ``InvalidHistoryError``).
     """
     if not history or not isinstance(history[0], WorkflowStarted):
         raise InvalidHistoryError(f"history of {instance_id!r} must begin with WorkflowStarted")
@@ -104,7 +105,6 @@ def replay(
         execution.replay_history()
         consumed, more = execution.process(inbox)
     except ReplayAborted:
-        assert execution.nde is not None
         return _stuck(execution, started, history)
     finally:
         execution.close()
@@ -149,12 +149,12 @@ def _decision(
             timestamp=execution.now,
         )
     if decision.next_run is None:
-        decision.messages = _notify_parent(started, final, execution.instance_id)
+        decision.messages = _notify_parent(started, final, execution.instance_id, execution.now)
     return decision
 
 
 def _notify_parent(
-    started: WorkflowStarted, final: Event, instance_id: str
+    started: WorkflowStarted, final: Event, instance_id: str, now: datetime
 ) -> list[OutgoingMessage]:
     if started.parent_id is None or started.parent_task_id is None:
         return []
@@ -171,21 +171,25 @@ def _notify_parent(
         status=status,
         result=result,
         error=error,
+        # Stamped with the step's time, not the wall clock: the parent orders it
+        # against its timers by this, and a virtual clock may be far ahead.
+        received_at=now,
     )
     return [OutgoingMessage(started.parent_id, message)]
 
 
 def _stuck(execution: Execution, started: WorkflowStarted, history: Sequence[Event]) -> Decision:
-    nde = execution.nde
-    assert nde is not None
+    """Non-determinism, or a runaway step: kept STUCK with the error, nothing written."""
+    error = execution.nde or execution.runaway
+    assert error is not None
     return Decision(
         instance_id=execution.instance_id,
         run=started.run,
         status=Status.STUCK,
         at=execution.now,
-        error=ErrorInfo.from_exception(nde),
+        error=ErrorInfo.from_exception(error),
         custom_status=_last_status(history),
-        stuck=nde,
+        stuck=execution.nde,
     )
 
 
@@ -240,7 +244,7 @@ def _terminated(
         events=[event],
         consumed=[m.id for m in inbox],
         custom_status=_last_status(history),
-        messages=_notify_parent(started, event, instance_id),
+        messages=_notify_parent(started, event, instance_id, now),
     )
 
 

@@ -67,7 +67,10 @@ from tests.moto_dynamodb import serialized_moto_dynamodb
 REGION = "us-east-1"
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "infra" / "template.yaml"
-MODULES = "examples.remind_user,examples.fan_out_fan_in,examples.human_approval,tests.aws_flows"
+MODULES = (
+    "examples.remind_user,examples.fan_out_fan_in,examples.human_approval,"
+    "examples.order_saga,examples.monitor,tests.aws_flows"
+)
 
 
 @dataclass

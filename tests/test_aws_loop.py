@@ -109,6 +109,53 @@ def test_human_approval_park_timeout_is_the_timer_firing() -> None:
         assert _once_per_task(h, iid)["ActivityCompleted"] == 2
 
 
+def test_order_saga_ships_when_every_step_succeeds() -> None:
+    with AwsHarness() as h:
+        iid = h.start("order_saga", {"order_id": "o-1", "amount": 25.0, "sku": "book"})
+        _finished(h)
+        status = h.status(iid)
+        assert status["status"] == "COMPLETED"
+        assert status["output"] == {
+            "order_id": "o-1",
+            "payment_id": "pay-o-1",
+            "reservation_id": "res-o-1",
+            "tracking_number": status["output"]["tracking_number"],
+        }
+        assert status["output"]["tracking_number"]
+        assert _once_per_task(h, iid)["ActivityCompleted"] == 3
+
+
+def test_order_saga_compensates_in_reverse_order_when_shipping_fails() -> None:
+    with AwsHarness() as h:
+        order = {"order_id": "o-2", "amount": 10.0, "sku": "pen", "fail_at": "shipping"}
+        iid = h.start("order_saga", order)
+        executions = _finished(h)
+        assert [e["status"] for e in executions] == ["FAILED"]
+        status = h.status(iid)
+        assert status["status"] == "FAILED"
+        assert status["error"]["type"] == "examples.order_saga.CarrierUnavailable"
+        activities = [e.activity for e in h.store().history(iid) if e.kind == "ActivityScheduled"]
+        assert activities == [
+            "order_saga.charge_payment",
+            "order_saga.reserve_inventory",
+            "order_saga.ship_order",
+            "order_saga.release_inventory",
+            "order_saga.refund_payment",
+        ]
+
+
+def test_monitor_continues_as_new_and_ends_with_the_last_run() -> None:
+    with AwsHarness() as h:
+        iid = h.start("monitor_job", {"job_id": "job-42", "done_after_checks": 7})
+        _finished(h)
+        status = h.status(iid)
+        assert status["status"] == "COMPLETED"
+        assert status["output"]["job_id"] == "job-42"
+        assert status["output"]["checks"] == 7
+        assert status["output"]["runs"] == 3  # 3 checks per run: the 7th is in the third
+        assert h.store().get(iid).run == 3
+
+
 # ----------------------------------------------------------------------------- the loop
 
 

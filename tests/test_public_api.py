@@ -10,6 +10,7 @@ import durable.testing
 EXPECTED = {
     "Activity",
     "ActivityError",
+    "ActivityInfo",
     "Cancelled",
     "ConfigurationError",
     "ConflictError",
@@ -34,6 +35,7 @@ EXPECTED = {
     "WorkflowFailed",
     "WorkflowResult",
     "activity",
+    "activity_info",
     "dump_history",
     "load_history",
     "open_store",

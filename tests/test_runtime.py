@@ -767,3 +767,46 @@ def test_a_failing_step_listener_is_dropped_and_the_runtime_goes_on(rt: Runtime)
     second = rt.start(greet, "listener-2")
     assert rt.wait(second, timeout=30) == Greeting(text="hello listener-2", count=1)
     assert calls == [first]
+
+
+# ----------------------------------------------------------------------------- activity_info
+
+
+_seen_infos: list[durable.ActivityInfo] = []
+
+
+@activity(
+    name="rt.records_info",
+    retry=RetryPolicy(max_attempts=3, initial_interval=timedelta(seconds=1)),
+)
+def records_info(fail_times: int) -> str:
+    info = durable.activity_info()
+    _seen_infos.append(info)
+    if info.attempt <= fail_times:
+        raise RuntimeError(f"attempt {info.attempt} fails")
+    return info.idempotency_key
+
+
+@workflow(name="rt_uses_activity_info")
+def uses_activity_info(ctx: Context, fail_times: int) -> Generator[Any, Any, list[str]]:
+    first = yield ctx.call(records_info, fail_times)
+    second = yield ctx.call(records_info, 0)
+    return [first, second]
+
+
+def test_activity_info_gives_a_key_stable_across_retries_and_distinct_per_call(
+    rt: Runtime,
+) -> None:
+    _seen_infos.clear()
+    iid = rt.start(uses_activity_info, 2, instance_id="info-1")
+    first, second = rt.wait(iid, timeout=30)
+    assert first == "info-1/1/1"
+    assert second == "info-1/1/2"
+    assert [(i.task_id, i.attempt) for i in _seen_infos] == [(1, 1), (1, 2), (1, 3), (2, 1)]
+    assert {i.instance_id for i in _seen_infos} == {"info-1"}
+    assert {i.activity for i in _seen_infos} == {"rt.records_info"}
+
+
+def test_activity_info_outside_an_activity_is_a_clear_error() -> None:
+    with pytest.raises(durable.DurableError, match="only available inside a running activity"):
+        durable.activity_info()

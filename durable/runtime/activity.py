@@ -9,6 +9,7 @@ from typing import Any
 from durable.codec import ErrorInfo, decode_arguments, encode
 from durable.errors import ConfigurationError
 from durable.history import ActivityResult, utcnow
+from durable.info import ActivityInfo, running_activity
 from durable.replay import ActivityWork
 from durable.workflow import Activity, get_activity
 
@@ -33,15 +34,23 @@ def resolve_activity(work: ActivityWork) -> Activity[..., Any]:
 def run_activity(work: ActivityWork, now: Callable[[], datetime] = utcnow) -> ActivityResult:
     """Run one attempt; any exception becomes a failed result, never escapes.
 
+    That includes ``sys.exit()`` and other ``BaseException`` raised by the
+    activity (only ``KeyboardInterrupt`` passes): the thread running it must
+    live on to post the outcome. A result a store could not carry (not JSON,
+    or nested deeper than ``durable.codec.MAX_NESTING``) is a failed attempt too.
     ``now`` stamps the result with the time it finished (the driver's clock).
     """
+    info = ActivityInfo(work.instance_id, work.run, work.task_id, work.attempt, work.activity)
     try:
         act = resolve_activity(work)
         what = f"activity {act.name!r}"
         args, kwargs = decode_arguments(act.fn, work.input, what)
-        value = act.fn(*args, **kwargs)
+        with running_activity(info):
+            value = act.fn(*args, **kwargs)
         result = encode(value, act.codec, what=f"result of {what}")
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
         return failed_result(work, exc, now())
     return ActivityResult(
         task_id=work.task_id, run=work.run, attempt=work.attempt, result=result, received_at=now()

@@ -7,6 +7,8 @@ Every handler of the stack reads the same environment variables:
 ``BUCKET``             the S3 bucket for payloads over the store's item threshold
 ``STATE_MACHINE_ARN``  the loop's state machine (API: start; orchestrator: children)
 ``DURABLE_MODULES``    comma-separated modules or ``.py`` files defining the workflows
+                       (empty: the ``modules`` of ``durable_registry.json`` at the bundle root,
+                       written by ``durable synth``/``deploy``)
 ``HAND_OVER_EVENTS``   orchestrator: the execution budget at which the loop hands over
 ``ACTIVITY_TIMEOUT``   orchestrator: the activity function's timeout in seconds
 =====================  ==================================================================
@@ -26,6 +28,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import boto3
@@ -69,11 +72,12 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         modules = os.environ.get("DURABLE_MODULES", "")
+        listed = tuple(m.strip() for m in modules.split(",") if m.strip())
         return cls(
             table_name=os.environ.get("TABLE_NAME") or None,
             bucket=os.environ.get("BUCKET") or None,
             state_machine_arn=os.environ.get("STATE_MACHINE_ARN") or None,
-            modules=tuple(m.strip() for m in modules.split(",") if m.strip()),
+            modules=listed or registry_modules(),
             hand_over_events=_int_env("HAND_OVER_EVENTS", 20_000),
             activity_timeout=_int_env("ACTIVITY_TIMEOUT", 900),
         )
@@ -82,6 +86,24 @@ class Settings:
         if not self.state_machine_arn:
             raise ConfigurationError("STATE_MACHINE_ARN is not set for this function")
         return self.state_machine_arn
+
+
+REGISTRY = Path(__file__).resolve().parents[2] / "durable_registry.json"
+"""The bundle's registry: the bundle root holds it next to the ``durable`` package."""
+
+
+def registry_modules(path: Path = REGISTRY) -> tuple[str, ...]:
+    """The workflow modules the bundle's registry lists (none outside a bundle)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return ()
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read the workflow registry {path}: {exc}") from None
+    modules = data.get("modules") if isinstance(data, dict) else None
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise ConfigurationError(f"the workflow registry {path} has no list of modules")
+    return tuple(modules)
 
 
 def _int_env(name: str, default: int) -> int:

@@ -12,6 +12,7 @@ blocked in :meth:`Runtime.wait`.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import threading
 import time
@@ -43,7 +44,8 @@ from durable.history import (
 from durable.replay import ActivityWork, Decision
 from durable.runtime.activity import failed_result, run_activity
 from durable.runtime.clock import Clock, SystemClock, VirtualClock
-from durable.runtime.start import check_instance_id, create_instance, encode_input
+from durable.runtime.presence import Presence
+from durable.runtime.start import check_instance_id, check_text, create_instance, encode_input
 from durable.runtime.step import step
 from durable.store import HistoryStore, open_store
 from durable.workflow import Workflow, get_workflow
@@ -55,7 +57,8 @@ StepListener = Callable[[str, Decision], None]
 """Called after every step that decided something: ``(instance_id, decision)``."""
 
 _POLL_SECONDS = 0.5
-_DELIVERY_ATTEMPTS = 5
+_DELIVERY_BACKOFF_MAX = 1.0  # seconds between tries to post a result
+_SWEEP_SECONDS = 2.0  # real seconds between looks for abandoned attempts
 _ERROR_BACKOFF = 1.0  # seconds of real time before a step that raised is tried again
 _AttemptKey = tuple[str, int, int, int]  # instance, run, task id, attempt
 
@@ -84,9 +87,33 @@ class Runtime:
         workflows: workflows this runtime can resume by name, in addition to
             those registered with ``@workflow`` (found by name) and those
             passed to :meth:`start`.
+        orphan_after: seconds without any commit after which an instance's
+            outstanding activity attempts count as abandoned even while other
+            workers are alive (see "Several workers" below).
 
     Creating a runtime on an existing store resumes every unfinished
     instance in it, STUCK ones included.
+
+    Several workers (runtimes in other processes, or in this one) may share a
+    store: an instance is stepped by whoever gets to it, and a commit that
+    lost the race is re-done on the new version or found unnecessary. Who
+    runs an activity attempt:
+
+    * the worker whose step committed the decision that scheduled it (its
+      ``decision.dispatch``), and nobody else while that worker lives;
+    * outstanding attempts nobody is running any more (their worker died or
+      closed before posting a result) are *adopted*: a runtime steps the
+      instance and starts every attempt its history still waits for
+      (``decision.pending``) that this runtime is not already running. It
+      does so at start-up when no other worker is alive on the store, as
+      soon as it finds that another worker died (see
+      :mod:`durable.runtime.presence`: a lock file per worker on a SQLite
+      file, this process's runtimes otherwise), and for an instance that has
+      seen no commit for ``orphan_after`` seconds.
+
+    An attempt may therefore run twice only after a worker died, or when it
+    runs longer than ``orphan_after`` while several workers are alive: at
+    least once, as promised; its result is recorded once either way.
     """
 
     def __init__(
@@ -96,6 +123,7 @@ class Runtime:
         time_skipping: bool = False,
         max_workers: int = 8,
         workflows: tuple[Workflow[Any, Any], ...] = (),
+        orphan_after: float = 300.0,
     ) -> None:
         if max_workers < 1:
             raise ConfigurationError(f"max_workers must be at least 1, got {max_workers}")
@@ -115,16 +143,31 @@ class Runtime:
         self._attempts: dict[_AttemptKey, str] = {}
         self._deadlines: list[tuple[datetime, _AttemptKey, ActivityWork]] = []
         self._recovering: set[str] = set()
+        # Adoption of abandoned attempts (see the class docstring): instances whose
+        # next step starts every outstanding attempt if it finds them at the version
+        # given (None: at any version), attempts this runtime already
+        # delivered (never started again by it), and the version at which each
+        # quiet instance was last checked (so that it is checked once per version).
+        self._orphans: dict[str, int | None] = {}
+        self._delivered: set[_AttemptKey] = set()
+        self._checked: dict[str, int] = {}
+        self._orphan_after = timedelta(seconds=orphan_after)
+        self._last_sweep = _monotonic()
         self._stepping: str | None = None
         self._listeners: list[StepListener] = []
         self._waiters = 0
         self._closed = False
         self._last_poll = 0.0
+        self._presence = Presence(self.store)
         unfinished = self.store.list_instances(
             status=[Status.PENDING, Status.RUNNING, Status.STUCK], limit=1_000_000
         )
+        alive, died = self._presence.others()
         for header in unfinished:
             self._recovering.add(header.instance_id)
+            if alive == 0 or died:
+                # A worker starting now may schedule attempts and run them itself.
+                self._orphans[header.instance_id] = None if died else header.version
             self._enqueue_locked(header.instance_id)
         if isinstance(self.clock, VirtualClock) and unfinished:
             # A previous runtime may have skipped ahead: never let time run backwards.
@@ -162,9 +205,12 @@ class Runtime:
 
         Raises:
             InstanceNotFoundError, InstanceFinishedError
+            ValueError: an empty name, or one that is not valid Unicode text.
+            SerializationError: ``data`` is not JSON or nests too deeply.
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"event name must be a non-empty string, got {name!r}")
+        check_text(name, "event name")
         payload = encode(data, what=f"data of event {name!r}")
         self._post(
             instance_id, EventMessage(event=name, data=payload, received_at=self.clock.now())
@@ -229,7 +275,11 @@ class Runtime:
         self._listeners.append(listener)
 
     def close(self) -> None:
-        """Stop working; activities still running are abandoned (they run again on restart)."""
+        """Stop working; activities still running are abandoned.
+
+        They run again on restart, or soon on another worker alive on the
+        store: it is told this one died.
+        """
         with self._cond:
             if self._closed:
                 return
@@ -237,6 +287,9 @@ class Runtime:
             self._cond.notify_all()
         self._thread.join(timeout=10)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._cond:
+            abandoned = bool(self._attempts)
+        self._presence.close(abandoned=abandoned)
         if self._owns_store:
             self.store.close()
 
@@ -333,8 +386,16 @@ class Runtime:
                 self._enqueue_locked(due[1])
             if _monotonic() - self._last_poll >= _POLL_SECONDS:
                 self._last_poll = _monotonic()
-                for iid in self.store.ready(now):
+                try:
+                    ready = self.store.ready(now)
+                except BaseException:  # a busy or failing store must not end the scheduler thread
+                    log.exception("could not poll the store for ready instances")
+                    ready = []
+                for iid in ready:
                     self._enqueue_locked(iid)
+            if _monotonic() - self._last_sweep >= _SWEEP_SECONDS:
+                self._last_sweep = _monotonic()
+                self._find_orphans(now)
             if self._ready:
                 instance_id = self._ready.popleft()
                 self._queued.discard(instance_id)
@@ -346,6 +407,26 @@ class Runtime:
                 continue
             self._cond.wait(self._sleep_seconds(now, wake))
         return None
+
+    def _find_orphans(self, now: datetime) -> None:
+        """Mark instances whose outstanding attempts may have been abandoned (holding the lock)."""
+        try:
+            _, died = self._presence.others()
+            status = [Status.RUNNING] if not died else [Status.PENDING, Status.RUNNING]
+            headers = self.store.list_instances(status=status, limit=1_000_000)
+        except BaseException:  # as for ready(): the scheduler thread goes on
+            log.exception("could not look for abandoned activity attempts")
+            return
+        if died:
+            log.warning("%d other worker(s) died; adopting their activity attempts", died)
+        quiet_since = now - self._orphan_after
+        for header in headers:
+            iid = header.instance_id
+            quiet = header.updated_at <= quiet_since and self._checked.get(iid) != header.version
+            if died or quiet:
+                self._checked[iid] = header.version
+                self._orphans[iid] = None if died else header.version
+                self._enqueue_locked(iid)
 
     def _next_timer(self) -> tuple[datetime, str] | None:
         """The earliest live timer (dropping stale heap entries on the way)."""
@@ -389,10 +470,18 @@ class Runtime:
         return min(_POLL_SECONDS, max(0.0, (min(times) - now).total_seconds()))
 
     def _step(self, instance_id: str) -> None:
+        loaded: list[int] = []
         try:
-            decision = step(self.store, instance_id, self._resolve, self.clock.now())
+            decision = step(
+                self.store,
+                instance_id,
+                self._resolve,
+                self.clock.now(),
+                on_load=lambda snapshot: loaded.append(snapshot.version),
+            )
         except InstanceNotFoundError:
             self._recovering.discard(instance_id)
+            self._forget(instance_id)
             self._set_wake(instance_id, None)  # deleted meanwhile: forget it
             return
         except Exception:
@@ -401,8 +490,14 @@ class Runtime:
             )
             self._retry_later(instance_id)
             return
-        recovering = instance_id in self._recovering
         self._recovering.discard(instance_id)
+        with self._cond:
+            adopt = instance_id in self._orphans
+            version = self._orphans.pop(instance_id, None)
+        if version is not None and loaded[-1:] != [version]:
+            adopt = False  # another worker moved it on meanwhile: it is alive and busy with it
+        if decision is None or decision.status.is_terminal:
+            self._forget(instance_id)
         if decision is None:
             self._set_wake(instance_id, None)
             return
@@ -415,8 +510,8 @@ class Runtime:
             except BaseException:  # e.g. SystemExit from a console whose pipe closed
                 log.exception("step listener %r failed; it is removed", listener)
                 self._listeners.remove(listener)
-        # After a restart nobody runs the attempts a crash interrupted: start them all.
-        work = decision.pending if recovering else decision.dispatch
+        # Attempts nobody runs any more (see the class docstring): start them all.
+        work = decision.pending if adopt else decision.dispatch
         for item in work:
             self._dispatch(item)
         self._set_wake(instance_id, decision.wake_at)
@@ -429,10 +524,16 @@ class Runtime:
                 self._enqueue_locked(outgoing.instance_id)
             self._cond.notify_all()
 
+    def _forget(self, instance_id: str) -> None:
+        """Drop what adoption remembers of an instance that ended or was deleted."""
+        with self._cond:
+            self._checked.pop(instance_id, None)
+            self._delivered = {k for k in self._delivered if k[0] != instance_id}
+
     def _dispatch(self, work: ActivityWork) -> None:
         key = (work.instance_id, work.run, work.task_id, work.attempt)
         with self._cond:
-            if key in self._attempts or self._closed:
+            if key in self._attempts or key in self._delivered or self._closed:
                 return
             self._attempts[key] = _RUNNING
         try:
@@ -473,7 +574,9 @@ class Runtime:
         """Post an attempt's outcome, then queue its instance (both before it leaves the table)."""
         instance_id = key[0]
         try:
-            for attempt in range(_DELIVERY_ATTEMPTS):
+            # Until it is posted or this runtime closes: a result dropped here would
+            # leave its instance waiting for it until the next restart.
+            for attempt in itertools.count():
                 try:
                     self.store.post(instance_id, message)
                     return
@@ -485,11 +588,11 @@ class Runtime:
                     log.exception(
                         "could not record a result for %s (try %d)", instance_id, attempt + 1
                     )
-                    time.sleep(0.1 * 2**attempt)
-            # Given up: the attempt runs again when the instance is next recovered.
+                    time.sleep(min(_DELIVERY_BACKOFF_MAX, 0.05 * 2**attempt))
         finally:
             with self._cond:
                 self._attempts.pop(key, None)
+                self._delivered.add(key)
                 self._enqueue_locked(instance_id)
                 self._cond.notify_all()
 

@@ -19,7 +19,8 @@ def check_instance_id(instance_id: str) -> str:
     """Return ``instance_id`` if it is usable as an instance id.
 
     Raises:
-        ValueError: empty, over 256 characters, or containing control characters.
+        ValueError: empty, over 256 characters, containing control characters or
+            lone surrogates.
     """
     if not isinstance(instance_id, str) or not instance_id.strip():
         raise ValueError(f"instance id must be a non-empty string, got {instance_id!r}")
@@ -30,7 +31,23 @@ def check_instance_id(instance_id: str) -> str:
         )
     if any(ord(c) < 32 or ord(c) == 127 for c in instance_id):
         raise ValueError(f"instance id {instance_id!r} contains control characters")
+    check_text(instance_id, "instance id")
     return instance_id
+
+
+def check_text(text: str, what: str) -> str:
+    """Return ``text`` if a store can keep it: no lone surrogates (not valid UTF-8).
+
+    Raises:
+        ValueError: naming ``what``.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} {text!r} is not valid Unicode text (a lone surrogate at {exc.start})"
+        ) from None
+    return text
 
 
 def encode_input(workflow: Workflow[Any, Any], value: Any) -> Any:

@@ -24,6 +24,8 @@ def step(
     instance_id: str,
     resolve: WorkflowResolver,
     now: datetime,
+    *,
+    on_load: Callable[[Snapshot], None] | None = None,
 ) -> Decision | None:
     """Advance one instance as far as it can go now; return what was decided.
 
@@ -31,9 +33,13 @@ def step(
     ``None`` when the instance has ended and nothing is waiting for it. A
     workflow name the resolver does not know leaves the instance STUCK with
     that error, so that a worker that has the code can resume it.
+    ``on_load`` sees every snapshot loaded; the last one is what the decision
+    was made from.
     """
     for _ in range(MAX_CONFLICT_RETRIES):
         snapshot = store.load(instance_id)
+        if on_load is not None:
+            on_load(snapshot)
         if snapshot.header.status.is_terminal and not snapshot.inbox:
             return None
         try:

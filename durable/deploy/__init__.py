@@ -1,0 +1,1 @@
+"""``durable synth``, ``deploy`` and ``destroy``: the Lambda bundle and the stack on AWS."""

@@ -1,0 +1,1 @@
+"""Reliability tests: crashes, kills, several workers, event storms, code changes, bad input."""
