@@ -81,5 +81,8 @@ class Decision:
     more: bool = False
     """True when the step stopped early (event limit) and should be called again at once."""
     waiting_on: list[str] = field(default_factory=list)
+    waits_on_others: bool = False
+    """Whether it waits on something only others bring (an external event or a child),
+    rather than only on timers and activities, which a driver resolves itself."""
     """What the workflow waits for, in words (for progress views)."""
     stuck: NonDeterminismError | None = None

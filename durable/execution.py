@@ -864,6 +864,13 @@ class Execution:
             return []
         return [_label(t) for t in _leaves(self.blocked_on) if not t.done]
 
+    def waits_on_others(self) -> bool:
+        if self.blocked_on is None:
+            return False
+        return any(
+            isinstance(t, EventTask | ChildTask) for t in _leaves(self.blocked_on) if not t.done
+        )
+
 
 _ZERO = timedelta(0)
 

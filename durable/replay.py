@@ -131,6 +131,7 @@ def _decision(
         decision.pending = execution.pending_work()
         decision.wake_at = execution.wake_at()
         decision.waiting_on = execution.waiting_on()
+        decision.waits_on_others = execution.waits_on_others()
         return decision
     decision.status = FINAL_STATUS[type(final)]
     if isinstance(final, WorkflowCompleted):

@@ -258,27 +258,43 @@ def test_unimportable_workflow_modules_are_a_clear_configuration_error(
         aws_config.reset()
 
 
+@activity(name="aws_units.noop")
+def _noop() -> None:
+    return None
+
+
+@workflow(name="aws_units.waits")
+def _waits(ctx: Context, what: str) -> Any:
+    timer = ctx.sleep(3600)
+    if what == "timer":
+        yield timer
+    elif what == "activity and timer":
+        yield ctx.any([ctx.call(_noop), timer])
+    elif what == "event or timer":
+        yield ctx.any([ctx.wait_for_event("go"), timer])
+    elif what == "child":
+        yield ctx.child(activity_after_event, None)
+
+
 @pytest.mark.parametrize(
-    ("labels", "others"),
+    ("what", "others"),
     [
-        ([], False),
-        (["timer (2:00:00)"], False),
-        (["First reminder (activity 'send_email')", "Wait (timer (1 day, 0:00:00))"], False),
-        (["Send (urgent) (activity 'x')"], False),
-        (["Wait for approval (event 'approval')"], True),
-        (["event 'go'", "timer (0:05:00)"], True),
-        (["child workflow 'fan_out'"], True),
+        ("nothing", False),
+        ("timer", False),
+        ("activity and timer", False),
+        ("event or timer", True),
+        ("child", True),
     ],
 )
-def test_what_counts_as_waiting_for_others(labels: list[str], others: bool) -> None:
+def test_what_counts_as_waiting_for_others(what: str, others: bool) -> None:
     from datetime import UTC, datetime
 
-    from durable.decision import Decision
-    from durable.history import Status
-    from durable.runtime.aws_loop import _waits_for_others
+    from durable.history import WorkflowStarted
+    from durable.replay import replay
 
-    decision = Decision("i", 1, Status.RUNNING, datetime.now(UTC), waiting_on=labels)
-    assert _waits_for_others(decision) is others
+    started = WorkflowStarted(workflow="aws_units.waits", input=what, seq=1)
+    decision = replay(_waits, [started], [], datetime.now(UTC), instance_id="i")
+    assert decision.waits_on_others is others
 
 
 @workflow(name="aws_units.activity_after_event")

@@ -289,7 +289,7 @@ def _route(
     lost = None if lost_at is None else _seconds_until(lost_at, now)
     if lost is not None:
         wake = lost if wake is None else min(wake, lost)
-    if _waits_for_others(decision) or lost is not None or (remote and wake is not None):
+    if decision.waits_on_others or lost is not None or (remote and wake is not None):
         return make("park", remote, wake if wake is not None else MAX_PARK_SECONDS)
     if remote:
         return make("run", remote)
@@ -301,23 +301,6 @@ def _route(
 def _seconds_until(when: datetime, now: datetime) -> int:
     """Whole seconds to ``when``, rounded up so the timer is due on return; 1 to a week."""
     return min(MAX_WAIT_SECONDS, max(1, math.ceil((when - now).total_seconds())))
-
-
-_OWN_KINDS = ("timer (", "activity '")
-
-
-def _waits_for_others(decision: Decision) -> bool:
-    """Whether the workflow waits on something only others can bring (an event, a child).
-
-    Timers and activities are what the loop resolves itself. ``waiting_on``
-    labels read ``describe()`` or ``"name (describe())"``; a label is read as a
-    timer or activity when one of those descriptions begins it or follows
-    ``" ("``. (A structured field on the decision would be better: see the report.)
-    """
-    return not all(
-        label.startswith(_OWN_KINDS) or any(f" ({kind}" in label for kind in _OWN_KINDS)
-        for label in decision.waiting_on
-    )
 
 
 def _open_children(history: Sequence[Event]) -> list[str]:
