@@ -24,7 +24,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from durable import Context, RetryPolicy, Status, activity, workflow
+from durable import Context, RetryPolicy, Status, activity, activity_info, workflow
 from durable.codec import encode
 from durable.history import (
     ActivityCompleted,
@@ -52,15 +52,11 @@ class Flaky(Exception):
     pass
 
 
-# The driver tells the activity which attempt it runs (an activity cannot see
-# it otherwise); outcomes then depend only on the attempt, so re-running an
-# attempt after a crash gives the same outcome, as a well-behaved activity would.
-CURRENT_ATTEMPT = {"value": 1}
-
-
 @activity(name="t_p_work")
 def work(key: str, fail_attempts: int) -> str:
-    attempt = CURRENT_ATTEMPT["value"]
+    # Outcomes depend only on the attempt, so re-running an attempt after a
+    # crash gives the same outcome, as a well-behaved activity would.
+    attempt = activity_info().attempt
     if attempt <= fail_attempts:
         raise Flaky(f"{key} failed attempt {attempt}")
     return f"{key}@{attempt}"
@@ -264,7 +260,6 @@ def drive(spec: list[dict[str, Any]], chaos_seed: int | None = None) -> Outcome:
             for i, item in enumerate(todo):
                 recorded = _recorded_outcome(history, item.task_id, item.attempt)
                 assert recorded is None, f"attempt {item} ran again after {recorded}"
-                CURRENT_ATTEMPT["value"] = item.attempt
                 result = run_activity(item, now=_clock(now))
                 runs.append((item.task_id, item.attempt))
                 if crash_at is not None and i >= crash_at:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from durable import Context, RetryPolicy, Runtime, Status, activity, workflow
+from durable import Context, RetryPolicy, Runtime, Status, activity, activity_info, workflow
 from durable.codec import encode
 from durable.decision import ActivityWork, Decision
 from durable.errors import WorkflowFailed
@@ -256,17 +256,14 @@ class Flaky(Exception):
     """What ``rel_work`` raises on the attempts it is told to fail."""
 
 
-CURRENT_ATTEMPT = {"value": 1}
-"""Set by :func:`drive` before each attempt: an activity cannot see its attempt number
-otherwise, and its outcome must depend on nothing else for runs to be comparable."""
-
-
 @activity(name="rel_work")
 def rel_work(key: str, fail: int) -> str:
     """Fails attempts 1..``fail`` (every attempt if ``fail`` is ALWAYS), then succeeds."""
     if fail >= ALWAYS:
         raise Flaky(f"{key} always fails")
-    attempt = CURRENT_ATTEMPT["value"] if fail else 1
+    # The outcome depends on the attempt only, so an attempt run again after a
+    # crash ends as it did the first time, as a well-behaved activity would.
+    attempt = activity_info().attempt
     if attempt <= fail:
         raise Flaky(f"{key} failed attempt {attempt}")
     return f"{key}@{fail + 1}"
@@ -739,7 +736,6 @@ def drive(case: Case, seed: int | None, store_kind: str = "memory") -> Outcome:
                     recorded = recorded_outcome(history, work.task_id, work.attempt)
                     if recorded is not None:
                         reruns.append(f"{_key(work)} ran again after {recorded.kind}")
-                    CURRENT_ATTEMPT["value"] = work.attempt
                     result = run_activity(work, now=_clock(now))
                     runs.append(_key(work))
                     view.post(work.instance_id, result)
