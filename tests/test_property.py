@@ -1,6 +1,7 @@
 """Property test: a random workflow, interrupted at random points, ends as an uninterrupted run.
 
-A single interpreter workflow (``program``) runs a random list of operations
+A single interpreter workflow (``rel_program``, shared with the fault-injection
+harness in ``tests/reliability/harness.py``) runs a random list of operations
 (calls that fail some attempts, with or without retries; sleeps; ``all`` and
 ``any`` groups; event waits, with and without timeouts; side effects). A
 deterministic driver runs it on the real step function over a
@@ -16,15 +17,15 @@ run again.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from durable import Context, RetryPolicy, Status, activity, activity_info, workflow
+from durable import Status
 from durable.codec import encode
 from durable.history import (
     ActivityCompleted,
@@ -40,78 +41,12 @@ from durable.replay import ActivityWork, Decision, replay
 from durable.runtime.activity import run_activity
 from durable.runtime.step import step
 from durable.store.memory import MemoryStore
-from durable.tasks import Task
 from durable.testing import EPOCH, replay_history
 from durable.workflow import Workflow
+from tests.reliability.harness import rel_program
 
 IID = "prop-1"
 MAX_ROUNDS = 400
-
-
-class Flaky(Exception):
-    pass
-
-
-@activity(name="t_p_work")
-def work(key: str, fail_attempts: int) -> str:
-    # Outcomes depend only on the attempt, so re-running an attempt after a
-    # crash gives the same outcome, as a well-behaved activity would.
-    attempt = activity_info().attempt
-    if attempt <= fail_attempts:
-        raise Flaky(f"{key} failed attempt {attempt}")
-    return f"{key}@{attempt}"
-
-
-def _task(ctx: Context, op: dict[str, Any]) -> Task[Any]:
-    if op["op"] == "sleep":
-        return ctx.sleep(op["seconds"])
-    if op["op"] == "event":
-        return ctx.wait_for_event(op["name"], timeout=op["timeout"])
-    retry = None
-    if op["attempts"] > 1:
-        retry = RetryPolicy(
-            max_attempts=op["attempts"],
-            initial_interval=timedelta(seconds=op["interval"]),
-            backoff=2.0,
-        )
-    return ctx.call(work, op["key"], op["fail"], retry=retry)
-
-
-@workflow(name="t_p_program")
-def program(ctx: Context, spec: list[dict[str, Any]]) -> Generator[Any, Any, list[Any]]:
-    out: list[Any] = []
-    for op in spec:
-        kind = op["op"]
-        if kind in ("call", "sleep"):
-            try:
-                out.append((yield _task(ctx, op)))
-            except Flaky as exc:
-                out.append(f"error: {exc}")
-        elif kind == "all":
-            try:
-                out.append((yield ctx.all([_task(ctx, item) for item in op["items"]])))
-            except Flaky as exc:
-                out.append(f"error: {exc}")
-        elif kind == "any":
-            tasks = [_task(ctx, item) for item in op["items"]]
-            winner = yield ctx.any(tasks)
-            index = next(i for i, t in enumerate(tasks) if t is winner)
-            try:
-                out.append([index, winner.result])
-            except Flaky as exc:
-                out.append([index, f"error: {exc}"])
-            except TimeoutError:
-                out.append([index, "timed out"])
-        elif kind == "event":
-            try:
-                out.append((yield ctx.wait_for_event(op["name"], timeout=op["timeout"])))
-            except TimeoutError:
-                out.append("timed out")
-        elif kind == "effect":
-            out.append([str(ctx.uuid()), ctx.now().isoformat(), ctx.random().random()])
-        elif kind == "fail":
-            raise Flaky("the workflow gave up")
-    return out
 
 
 # ----------------------------------------------------------------------------- programs
@@ -187,8 +122,8 @@ class Outcome:
 
 
 def _resolve(name: str) -> Workflow[Any, Any]:
-    assert name == program.name
-    return program
+    assert name == rel_program.name
+    return rel_program
 
 
 def _recorded_outcome(history: list[Event], task_id: int, attempt: int) -> Event | None:
@@ -213,7 +148,8 @@ def drive(spec: list[dict[str, Any]], chaos_seed: int | None = None) -> Outcome:
 
     store = MemoryStore()
     now = EPOCH
-    store.create(IID, WorkflowStarted(workflow=program.name, input=encode(spec), timestamp=now))
+    document = encode({"ops": spec})
+    store.create(IID, WorkflowStarted(workflow=rel_program.name, input=document, timestamp=now))
     events = [i for op in spec for i in [op, *op.get("items", [])] if i["op"] == "event"]
     for op in events:
         if op["when"] == "early":
@@ -234,7 +170,7 @@ def drive(spec: list[dict[str, Any]], chaos_seed: int | None = None) -> Outcome:
     for _ in range(MAX_ROUNDS):
         if hit(0.3):  # a step that crashed before its commit: its decision is lost
             snap = store.load(IID)
-            replay(program, snap.history, snap.inbox, now, instance_id=IID)
+            replay(rel_program, snap.history, snap.inbox, now, instance_id=IID)
         decision = step(store, IID, _resolve, now)
         assert decision is not None
         absorb(decision)
@@ -331,7 +267,7 @@ def test_interrupted_runs_end_like_an_uninterrupted_run(
     assert comparable(chaotic.history) == comparable(clean.history)
 
     # the recorded history replays against the code without non-determinism
-    end = replay_history(program, clean.history, instance_id=IID)
+    end = replay_history(rel_program, clean.history, instance_id=IID)
     assert end.status == clean.status
 
 
