@@ -1,8 +1,11 @@
-"""The ``durable`` command line: run, start, worker, status, history, signal, cancel, terminate, list, replay,
-synth, deploy, destroy.
+"""The ``durable`` command line: run, start, worker, serve, status, history, signal, cancel, terminate,
+list, replay, synth, deploy, destroy.
 
 Every command works on a SQLite store, ``.durable/durable.db`` in the current
-folder unless ``--db`` names another one. Workflow code comes from files
+folder unless ``--db`` names another one; ``start``, ``status``, ``history``,
+``signal``, ``cancel``, ``terminate`` and ``list`` call the HTTP API instead
+with ``--endpoint URL`` (or ``DURABLE_ENDPOINT``; see :mod:`durable.remote`),
+which ``serve`` provides locally. Workflow code comes from files
 (``FILE.py:WORKFLOW``, ``--module FILE.py`` or ``[tool.durable] modules`` in
 ``pyproject.toml``; see :mod:`durable.loader`).
 
@@ -34,6 +37,7 @@ from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 import pydantic
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -58,6 +62,7 @@ from durable.errors import (
 from durable.history import (
     CancelMessage,
     CommandEvent,
+    Event,
     EventMessage,
     InstanceStatus,
     Message,
@@ -69,6 +74,7 @@ from durable.history import (
     utcnow,
 )
 from durable.loader import configured_modules, load_modules, load_workflow
+from durable.remote import RemoteApi, quote_segment
 from durable.runtime.local import Runtime
 from durable.runtime.start import check_instance_id, check_text, create_instance, encode_input
 from durable.runtime.step import step
@@ -106,6 +112,26 @@ DbOption = Annotated[
 IdArgument = Annotated[str, typer.Argument(help="The instance id.", show_default=False)]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (recorded in the history).")]
+
+EndpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint",
+        envvar="DURABLE_ENDPOINT",
+        help="Call the HTTP API at this URL (`durable serve`, or a deployed stack: "
+        "SigV4-signed) instead of opening the store.",
+        show_default=False,
+    ),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="DURABLE_TOKEN",
+        help="Bearer token for --endpoint (`durable serve --token`).",
+        show_default=False,
+    ),
+]
 
 _DEFAULT_DB = str(DEFAULT_DB)
 
@@ -243,6 +269,37 @@ def _post(store: HistoryStore, instance_id: str, message: Message, what: str) ->
         final = store.get(instance_id)
         status = final.status.value if final is not None else "gone"
         raise _Fail(f"cannot {what}: instance {instance_id!r} has already ended ({status})")
+
+
+def _remote(endpoint: str, token: str | None) -> RemoteApi:
+    return RemoteApi(endpoint, token or None)
+
+
+def _remote_header(api: RemoteApi, instance_id: str) -> InstanceStatus:
+    check_text(instance_id, "instance id")
+    body = api.request("GET", f"/instances/{quote_segment(instance_id)}")
+    fields = InstanceStatus.model_fields
+    return InstanceStatus.model_validate({k: v for k, v in body.items() if k in fields})
+
+
+def _remote_history(api: RemoteApi, instance_id: str, run: int) -> list[Event]:
+    events: list[Any] = []
+    after = 0
+    while True:
+        page = api.request(
+            "GET",
+            f"/instances/{quote_segment(instance_id)}/history",
+            query={"run": str(run), "after": str(after), "limit": "1000"},
+        )
+        events.extend(page["events"])
+        if page.get("next") is None or not page["events"]:
+            return load_history(json.dumps(events))
+        after = int(page["events"][-1]["seq"])
+
+
+def _remote_post(api: RemoteApi, instance_id: str, action: str, body: Any = None) -> None:
+    check_text(instance_id, "instance id")
+    api.request("POST", f"/instances/{quote_segment(instance_id)}/{action}", body)
 
 
 def _plain(payload: Any) -> Any:
@@ -416,8 +473,27 @@ def start(
         str | None, typer.Option("--id", help="Instance id (default: a random one).")
     ] = None,
     db: DbOption = _DEFAULT_DB,
+    endpoint: EndpointOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """Create an instance in the store without running it (a worker runs it); print its id."""
+    """Create an instance in the store without running it (a worker runs it); print its id.
+
+    With --endpoint, SPEC may also be just the registered workflow name.
+    """
+    if endpoint:
+        path = spec.rpartition(":")[0]
+        name = load_workflow(spec).name if path and Path(path).is_file() else spec
+        body: dict[str, Any] = {"input": _parse_json(input, "--input")}
+        if instance_id is not None:
+            body["instance_id"] = instance_id
+        answer = _remote(endpoint, token).request("POST", f"/workflows/{quote_segment(name)}", body)
+        iid = str(answer["instance_id"])
+        if answer.get("created"):
+            _note(f"created instance {iid} of {name} at {endpoint}")
+        else:
+            _note(f"instance {iid} of {name} already exists at {endpoint}; nothing to do")
+        typer.echo(iid)
+        return
     wf = load_workflow(spec)
     payload = _encoded_input(wf, _parse_json(input, "--input"))
     with _store(db, must_exist=False) as store:
@@ -477,19 +553,99 @@ def worker(
         _error(f"{reporter.errors} instance(s) could not be run (see above)", EXIT_NOT_COMPLETED)
 
 
+@app.command()
+@_errors
+def serve(
+    module: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--module",
+            "-m",
+            help="A workflow file (or module name) to load; repeatable. "
+            "Default: [tool.durable] modules in ./pyproject.toml.",
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (loopback unless you mean otherwise).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free one).")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="DURABLE_TOKEN",
+            help="Require `Authorization: Bearer TOKEN` on every request.",
+        ),
+    ] = None,
+    db: DbOption = _DEFAULT_DB,
+) -> None:
+    """Serve the HTTP API (the same as on AWS) on the store, with a worker running it."""
+    from durable.serve import serve as serve_api
+
+    targets = list(module or []) or configured_modules()
+    if targets:
+        load_modules(targets)
+    workflows = registered_workflows()
+    with _store(db, must_exist=False) as store, _logging():
+        _note(
+            f"serve: {len(workflows)} workflow(s) loaded ({', '.join(sorted(workflows))}); "
+            f"store {db}; Ctrl-C stops"
+        )
+        try:
+            serve_api(store, tuple(workflows.values()), host, port, token=token or None)
+        except OSError as exc:
+            raise _Fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def _drained(store: HistoryStore) -> bool:
     return not store.list_instances(status=[Status.PENDING, Status.RUNNING], limit=1)
 
 
 @app.command()
 @_errors
-def status(instance_id: IdArgument, as_json: JsonFlag = False, db: DbOption = _DEFAULT_DB) -> None:
+def status(
+    instance_id: IdArgument,
+    as_json: JsonFlag = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Follow the instance live until it ends (exit 1 unless it completes).",
+        ),
+    ] = False,
+    db: DbOption = _DEFAULT_DB,
+    endpoint: EndpointOption = None,
+    token: TokenOption = None,
+) -> None:
     """Show where an instance stands."""
-    with _store(db) as store:
-        header = _header(store, instance_id)
+
+    def fetch() -> InstanceStatus:
+        if endpoint:
+            return _remote_header(_remote(endpoint, token), instance_id)
+        with _store(db) as store:
+            return _header(store, instance_id)
+
+    header = fetch()
+    if watch and not as_json:
+        console = _out()
+        try:
+            with Live(_status_table(header), console=console, auto_refresh=False) as live:
+                while not header.status.is_terminal:
+                    time.sleep(0.5)
+                    header = fetch()
+                    live.update(_status_table(header), refresh=True)
+        except KeyboardInterrupt:
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        if header.status != Status.COMPLETED:
+            raise typer.Exit(EXIT_NOT_COMPLETED)
+        return
     if as_json:
         typer.echo(header.model_dump_json(indent=2))
         return
+    _out().print(_status_table(header))
+
+
+def _status_table(header: InstanceStatus) -> Table:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -514,7 +670,7 @@ def status(instance_id: IdArgument, as_json: JsonFlag = False, db: DbOption = _D
         rows.append(("parent", header.parent_id))
     for key, value in rows:
         table.add_row(key, Text(value))
-    _out().print(table)
+    return table
 
 
 @app.command()
@@ -531,13 +687,24 @@ def history(
         Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
     ] = None,
     db: DbOption = _DEFAULT_DB,
+    endpoint: EndpointOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Show an instance's event history (or export it with --json)."""
-    with _store(db) as store:
-        header = _header(store, instance_id)
+    if endpoint:
+        api = _remote(endpoint, token)
+        header = _remote_header(api, instance_id)
         if run_number is not None and not 1 <= run_number <= header.run:
             raise _Fail(f"instance {instance_id!r} has runs 1 to {header.run}, not {run_number}")
-        events = store.history(instance_id, run_number)
+        events = _remote_history(api, instance_id, run_number or header.run)
+    else:
+        with _store(db) as store:
+            header = _header(store, instance_id)
+            if run_number is not None and not 1 <= run_number <= header.run:
+                raise _Fail(
+                    f"instance {instance_id!r} has runs 1 to {header.run}, not {run_number}"
+                )
+            events = store.history(instance_id, run_number)
     if as_json:
         text = dump_history(events)
         if output is not None:
@@ -577,12 +744,19 @@ def signal(
         str | None, typer.Option("--data", "-d", help="Event data as JSON (or @file.json).")
     ] = None,
     db: DbOption = _DEFAULT_DB,
+    endpoint: EndpointOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Raise an external event on an instance (buffered if it is not waiting yet)."""
     if not name:
         raise _Fail("the event name must not be empty")
     check_text(name, "event name")
-    payload = encode(_parse_json(data, "--data"), what=f"data of event {name!r}")
+    value = _parse_json(data, "--data")
+    payload = encode(value, what=f"data of event {name!r}")
+    if endpoint:
+        _remote_post(_remote(endpoint, token), instance_id, f"events/{quote_segment(name)}", value)
+        _note(f"event {name!r} sent to instance {instance_id}")
+        return
     with _store(db) as store:
         _post(store, instance_id, EventMessage(event=name, data=payload), f"signal {name!r}")
     _note(f"event {name!r} sent to instance {instance_id}")
@@ -590,21 +764,37 @@ def signal(
 
 @app.command()
 @_errors
-def cancel(instance_id: IdArgument, reason: ReasonOption = "", db: DbOption = _DEFAULT_DB) -> None:
+def cancel(
+    instance_id: IdArgument,
+    reason: ReasonOption = "",
+    db: DbOption = _DEFAULT_DB,
+    endpoint: EndpointOption = None,
+    token: TokenOption = None,
+) -> None:
     """Ask an instance to cancel: the workflow sees Cancelled at its current yield."""
-    with _store(db) as store:
-        _post(store, instance_id, CancelMessage(reason=reason), "cancel")
+    if endpoint:
+        _remote_post(_remote(endpoint, token), instance_id, "cancel", {"reason": reason})
+    else:
+        with _store(db) as store:
+            _post(store, instance_id, CancelMessage(reason=reason), "cancel")
     _note(f"cancel requested for instance {instance_id}; it takes effect at its next step")
 
 
 @app.command()
 @_errors
 def terminate(
-    instance_id: IdArgument, reason: ReasonOption = "", db: DbOption = _DEFAULT_DB
+    instance_id: IdArgument,
+    reason: ReasonOption = "",
+    db: DbOption = _DEFAULT_DB,
+    endpoint: EndpointOption = None,
+    token: TokenOption = None,
 ) -> None:
     """End an instance at once, running no more of its code."""
-    with _store(db) as store:
-        _post(store, instance_id, TerminateMessage(reason=reason), "terminate")
+    if endpoint:
+        _remote_post(_remote(endpoint, token), instance_id, "terminate", {"reason": reason})
+    else:
+        with _store(db) as store:
+            _post(store, instance_id, TerminateMessage(reason=reason), "terminate")
     _note(f"terminate requested for instance {instance_id}; it takes effect at its next step")
 
 
@@ -621,11 +811,26 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", help="At most this many.")] = 100,
     as_json: JsonFlag = False,
     db: DbOption = _DEFAULT_DB,
+    endpoint: EndpointOption = None,
+    token: TokenOption = None,
 ) -> None:
     """List instances, newest first."""
     wanted = [_status(s) for s in status] if status else None
-    with _store(db) as store:
-        headers = store.list_instances(status=wanted, workflow=workflow, limit=limit)
+    if endpoint:
+        query = {"limit": str(limit)}
+        if wanted:
+            query["status"] = ",".join(s.value for s in wanted)
+        if workflow:
+            query["workflow"] = workflow
+        found = _remote(endpoint, token).request("GET", "/instances", query=query)
+        fields = InstanceStatus.model_fields
+        headers = [
+            InstanceStatus.model_validate({k: v for k, v in item.items() if k in fields})
+            for item in found["instances"]
+        ]
+    else:
+        with _store(db) as store:
+            headers = store.list_instances(status=wanted, workflow=workflow, limit=limit)
     if as_json:
         typer.echo(json.dumps([h.model_dump(mode="json") for h in headers], indent=2))
         return

@@ -329,9 +329,9 @@ def test_only_small_references_travel_through_step_functions() -> None:
 def test_api_errors_are_clear() -> None:
     with AwsHarness() as h:
         code, body = h.api("POST", "/workflows/no_such_flow", {"input": 1})
-        assert code == 404 and "no_such_flow" in body["error"]
+        assert code == 404 and "no_such_flow" in body["message"]
         code, body = h.api("POST", "/workflows/remind_user", {"input": {"name": "Ada"}})
-        assert code == 400 and "email" in body["error"]
+        assert code == 422 and body["field"] == "input.email", body
         code, body = h.api("GET", "/instances/nope")
         assert code == 404
         code, body = h.api("POST", "/instances/nope/events/x", {})

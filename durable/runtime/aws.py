@@ -15,27 +15,17 @@ metrics go out as CloudWatch embedded metric format.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote, unquote
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from durable.codec import encode
+from durable.api import Backend, build_api
 from durable.decision import Decision
-from durable.errors import (
-    DurableError,
-    InstanceExistsError,
-    InstanceNotFoundError,
-    SerializationError,
-    UnknownWorkflowError,
-)
-from durable.history import ActivityResult, EventMessage
+from durable.errors import InstanceNotFoundError
+from durable.history import ActivityResult
 from durable.runtime.aws_config import Services, services, start_execution
 from durable.runtime.aws_loop import (
     ActivityRef,
@@ -44,7 +34,6 @@ from durable.runtime.aws_loop import (
     orchestrate,
     run_referenced_attempt,
 )
-from durable.runtime.start import check_instance_id, create_instance, encode_input
 
 __all__ = ["activity_handler", "api_handler", "orchestrator_handler", "park_handler"]
 
@@ -232,113 +221,22 @@ def _instance_id(event: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- HTTP API
 
-app = APIGatewayRestResolver()
 
-
-class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _http_error(exc: _HttpError) -> Response[str]:
-    return _json(exc.status, {"error": exc.message})
-
-
-def _no_route(exc: NotFoundError) -> Response[str]:
-    return _json(404, {"error": "no such route"})
-
-
-app.exception_handler(_HttpError)(_http_error)
-app.exception_handler(NotFoundError)(_no_route)
-
-
-def _json(status: int, body: Any) -> Response[str]:
-    return Response(status_code=status, content_type="application/json", body=json.dumps(body))
-
-
-def _body() -> dict[str, Any]:
-    raw = app.current_event.body
-    if raw in (None, ""):
-        return {}
-    try:
-        parsed = json.loads(app.current_event.decoded_body or "")
-    except ValueError as exc:
-        raise _HttpError(400, f"the request body is not JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise _HttpError(400, "the request body must be a JSON object")
-    return parsed
-
-
-@app.post("/workflows/<name>")
-def _start(name: str) -> Response[str]:
+def _backend() -> Backend:
     svc = services()
-    name = unquote(name)
-    body = _body()
-    try:
-        workflow = svc.resolve(name)
-    except UnknownWorkflowError as exc:
-        raise _HttpError(404, str(exc)) from None
-    instance_id = body.get("instance_id")
-    if instance_id is not None and not isinstance(instance_id, str):
-        raise _HttpError(400, "instance_id must be a string")
-    try:
-        if instance_id is not None:
-            check_instance_id(instance_id)
-        payload = encode_input(workflow, body.get("input"))
-        iid, created = create_instance(svc.store, workflow, payload, instance_id, svc.clock.now())
-    except (ValueError, SerializationError) as exc:
-        raise _HttpError(400, f"input: {exc}") from None
-    except InstanceExistsError as exc:
-        raise _HttpError(409, str(exc)) from None
-    logger.append_keys(instance_id=iid)
-    start_execution(svc.sfn, svc.settings.require_state_machine(), iid)
+    return Backend(store=svc.store, now=svc.clock.now, workflows=svc.workflows)
+
+
+def _started(instance_id: str, created: bool) -> None:
+    logger.append_keys(instance_id=instance_id)
+    svc = services()
+    start_execution(svc.sfn, svc.settings.require_state_machine(), instance_id)
     logger.info("instance %s", "started" if created else "already existed")
     metrics.add_metric(name="InstancesStarted", unit=MetricUnit.Count, value=int(created))
-    return _json(202, {"instance_id": iid, "status_url": _status_url(iid)})
 
 
-@app.get("/instances/<instance_id>")
-def _status(instance_id: str) -> Response[str]:
-    logger.append_keys(instance_id=unquote(instance_id))
-    header = services().store.get(unquote(instance_id))
-    if header is None:
-        raise _HttpError(404, f"no workflow instance with id {unquote(instance_id)!r}")
-    return _json(200, header.model_dump(mode="json"))
-
-
-@app.post("/instances/<instance_id>/events/<event_name>")
-def _raise_event(instance_id: str, event_name: str) -> Response[str]:
-    svc = services()
-    iid, name = unquote(instance_id), unquote(event_name)
-    logger.append_keys(instance_id=iid)
-    raw = app.current_event.body
-    try:
-        data = None if raw in (None, "") else json.loads(app.current_event.decoded_body or "")
-    except ValueError as exc:
-        raise _HttpError(400, f"the event data is not JSON: {exc}") from None
-    try:
-        payload = encode(data, what=f"data of event {name!r}")
-    except SerializationError as exc:
-        raise _HttpError(400, str(exc)) from None
-    message = EventMessage(event=name, data=payload, received_at=svc.clock.now())
-    try:
-        accepted = svc.store.post(iid, message)
-    except InstanceNotFoundError as exc:
-        raise _HttpError(404, str(exc)) from None
-    if not accepted:
-        raise _HttpError(409, f"instance {iid!r} has already ended")
-    logger.info("event %r delivered", name)
-    metrics.add_metric(name="EventsRaised", unit=MetricUnit.Count, value=1)
-    return _json(202, {"instance_id": iid, "event": name})
-
-
-def _status_url(instance_id: str) -> str:
-    path = f"/instances/{quote(instance_id, safe='')}"
-    ctx = app.current_event.request_context
-    domain, stage = ctx.domain_name, ctx.stage
-    return f"https://{domain}/{stage}{path}" if domain and stage else path
+app = build_api(_backend, on_start=_started, max_wait=20.0, poll_interval=0.5)
+"""The API of :mod:`durable.api` with the loop started on every start (idempotently)."""
 
 
 @metrics.log_metrics
@@ -347,12 +245,4 @@ def _status_url(instance_id: str) -> str:
 def api_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """The HTTP API behind API Gateway (REST, proxy integration)."""
     metrics.add_metric(name="ApiRequests", unit=MetricUnit.Count, value=1)
-    try:
-        return app.resolve(event, context)
-    except DurableError as exc:  # configuration problems: say what is wrong
-        logger.exception("request failed")
-        return {
-            "statusCode": 500,
-            "headers": {"Content-Type": "application/json"},
-            "body": json.dumps({"error": str(exc)}),
-        }
+    return app.resolve(event, context)

@@ -69,10 +69,15 @@ def test_workers_killed_at_random_moments_lose_and_repeat_nothing(tmp_path: Path
     kills = 0
     try:
         for round_ in range(ROUNDS):
+            # Keep work in flight every round, and enough activity runs left to reach
+            # this round's target (a worker may finish every instance before the kill).
             unfinished = store.list_instances(status=[Status.PENDING, Status.RUNNING], limit=100)
-            for _ in range(max(0, 4 - len(unfinished))):  # keep work in flight every round
+            left = 6 * len(ids) - len(set(_runs(log)))
+            while len(unfinished) < 4 or left < 7:
                 ids.append(f"k{len(ids):03d}")
                 create_instance(store, rel_pipeline, payload, ids[-1], EPOCH)
+                unfinished.append(store.get(ids[-1]))  # type: ignore[arg-type]
+                left += 6
             before = len(_runs(log))
             target = before + rng.randint(1, 6)
             proc = _worker(db, tmp_path / "stats", len(ids), cli=round_ % 2 == 1)
