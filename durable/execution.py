@@ -183,9 +183,7 @@ class Execution:
     def side_effect(self, effect: str) -> Any:
         if self.closing:
             return self._derive(effect, self.next_id)
-        rec = self._issue(f"side effect {effect}()", lambda r: _is_effect(r, effect))
-        tid = self.next_id - 1
-        self.issued[tid] = effect
+        tid, rec = self._issue(f"side effect {effect}()", lambda r: _is_effect(r, effect))
         if rec is not None:
             assert isinstance(rec, SideEffectRecorded)
             return rec.value
@@ -238,8 +236,15 @@ class Execution:
 
     # ------------------------------------------------------------------ issuing commands
 
-    def _issue(self, yielded: str, matches: Callable[[CommandEvent], bool]) -> CommandEvent | None:
-        """Give the next task id to a command; return its recorded event, if any."""
+    def _issue(
+        self, command: Task[Any] | str, matches: Callable[[CommandEvent], bool]
+    ) -> tuple[int, CommandEvent | None]:
+        """Give the next task id to a command (a task, or a side effect's description).
+
+        Returns the id and the event the history recorded for it, if any; the
+        command is registered as issued under that id.
+        """
+        yielded = command.describe() if isinstance(command, Task) else command
         while isinstance(self.recorded.get(self.next_id), PatchMarker):
             # A marker the code no longer asks for (a retired patch): step over it.
             self.issued[self.next_id] = "retired patch"
@@ -251,7 +256,10 @@ class Execution:
             self._fail_nondeterminism(tid, None, yielded)
         if rec is not None and not matches(rec):
             self._fail_nondeterminism(tid, _describe_recorded(rec), yielded)
-        return rec
+        self.issued[tid] = command
+        if isinstance(command, Task):
+            command.task_id = tid
+        return tid, rec
 
     def _fail_nondeterminism(
         self, position: int, recorded: str | None, yielded: str | None
@@ -283,11 +291,9 @@ class Execution:
         # carry raise at the yield and issue nothing, the same way every time.
         what = f"activity {act.name!r}"
         payload = encode_arguments(act.fn, task.args, task.kwargs, act.codec, what=what)
-        rec = self._issue(
-            task.describe(),
-            lambda r: isinstance(r, ActivityScheduled) and r.activity == act.name,
+        tid, rec = self._issue(
+            task, lambda r: isinstance(r, ActivityScheduled) and r.activity == act.name
         )
-        tid = self.next_id - 1
         if isinstance(rec, ActivityScheduled):
             scheduled = rec
         else:
@@ -301,15 +307,10 @@ class Execution:
             )
             self._append(scheduled)
             self.dispatch.append(self._work(task, scheduled, 1))
-        task.task_id = tid
-        self.issued[tid] = task
         self.activities[tid] = _ActivityState(task, scheduled)
 
     def _schedule_timer(self, task: TimerTask) -> None:
-        rec = self._issue(task.describe(), lambda r: isinstance(r, TimerScheduled))
-        tid = self.next_id - 1
-        task.task_id = tid
-        self.issued[tid] = task
+        tid, rec = self._issue(task, lambda r: isinstance(r, TimerScheduled))
         if isinstance(rec, TimerScheduled):
             fire_at = rec.fire_at
         else:
@@ -318,13 +319,9 @@ class Execution:
         self.timers[tid] = (task, fire_at)
 
     def _schedule_wait(self, task: EventTask) -> None:
-        rec = self._issue(
-            task.describe(),
-            lambda r: isinstance(r, EventWaitStarted) and r.event == task.event,
+        tid, rec = self._issue(
+            task, lambda r: isinstance(r, EventWaitStarted) and r.event == task.event
         )
-        tid = self.next_id - 1
-        task.task_id = tid
-        self.issued[tid] = task
         if isinstance(rec, EventWaitStarted):
             deadline = rec.timeout_at
         else:
@@ -353,12 +350,9 @@ class Execution:
     def _schedule_child(self, task: ChildTask[Any]) -> None:
         wf = task.workflow
         payload = encode(task.input, wf.codec, what=f"input of child workflow {wf.name!r}")
-        rec = self._issue(
-            task.describe(), lambda r: isinstance(r, ChildScheduled) and r.workflow == wf.name
+        tid, rec = self._issue(
+            task, lambda r: isinstance(r, ChildScheduled) and r.workflow == wf.name
         )
-        tid = self.next_id - 1
-        task.task_id = tid
-        self.issued[tid] = task
         self.children[tid] = task
         if isinstance(rec, ChildScheduled):
             self.child_ids[tid] = rec.child_id

@@ -43,7 +43,7 @@ from durable.runtime.step import step
 from durable.store.memory import MemoryStore
 from durable.testing import EPOCH, replay_history
 from durable.workflow import Workflow
-from tests.reliability.harness import rel_program
+from tests.reliability.harness import comparable, rel_program
 
 IID = "prop-1"
 MAX_ROUNDS = 400
@@ -228,17 +228,6 @@ def drive(spec: list[dict[str, Any]], chaos_seed: int | None = None) -> Outcome:
         history=store.history(IID),
         runs=runs,
     )
-
-
-def comparable(history: list[Event]) -> list[dict[str, Any]]:
-    """A history without what legitimately differs between runs (positions in time)."""
-    out = []
-    for event in history:
-        data = event.model_dump(mode="json", exclude={"timestamp"})
-        if isinstance(data.get("error"), dict):
-            data["error"] = {k: data["error"][k] for k in ("type", "message")}
-        out.append(data)
-    return out
 
 
 # ----------------------------------------------------------------------------- properties
