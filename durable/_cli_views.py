@@ -349,8 +349,8 @@ class Subtree:
     def create(self, instance_id: str, started: WorkflowStarted) -> bool:
         return self._store.create(instance_id, started)
 
-    def load(self, instance_id: str) -> Snapshot:
-        return self._store.load(instance_id)
+    def load(self, instance_id: str, *, after: int | None = None) -> Snapshot:
+        return self._store.load(instance_id, after=after)
 
     def commit(self, decision: Decision, *, expected_version: int) -> int:
         return self._store.commit(decision, expected_version=expected_version)

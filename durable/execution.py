@@ -544,6 +544,19 @@ class Execution:
             return
         self._finish(WorkflowCompleted(result=payload))
 
+    def continue_after(self, history: Sequence[Event], now: datetime) -> None:
+        """Ready a live run for its next step, once the previous step's events are committed.
+
+        ``history`` is the run's history so far, those events included. Every
+        new event was applied as it was appended, so the state is what
+        replaying ``history`` would rebuild; only what one step collects is reset.
+        """
+        self.history = history
+        self.now = now
+        self.new_events = []
+        self.dispatch = []
+        self.child_starts = []
+
     def close(self) -> None:
         """Close the generator a step leaves suspended at a ``yield``, recording nothing.
 

@@ -70,8 +70,11 @@ __all__ = [
     "ChildStart",
     "Decision",
     "InvalidHistoryError",
+    "LiveRun",
     "OutgoingMessage",
     "replay",
+    "replay_live",
+    "resume",
 ]
 
 
@@ -90,25 +93,121 @@ def replay(
     (``decision.stuck``) that writes nothing and consumes nothing; so is a
     runaway step (over ``RUNAWAY_EVENTS`` new events: ``InvalidHistoryError``).
     """
+    decision, live = replay_live(workflow, history, inbox, now, instance_id=instance_id)
+    if live is not None:
+        live.close()
+    return decision
+
+
+class LiveRun:
+    """A run's generator, kept suspended after a step so that the next one need not replay.
+
+    It stands for the run *once the decision that produced it is committed*:
+    :attr:`history` already includes that decision's events. A driver that
+    could not commit (or does not know) must :meth:`close` it and replay.
+    Resuming costs what the new input costs, however long the history is.
+    """
+
+    def __init__(self, execution: Execution, events: Sequence[Event]) -> None:
+        self._execution: Execution | None = execution
+        self.workflow: Workflow[Any, Any] = execution.workflow
+        self.instance_id = execution.instance_id
+        self.history: list[Event] = [*execution.history, *events]
+
+    @property
+    def run(self) -> int:
+        """The run number (continue-as-new starts a new one)."""
+        started = self.history[0]
+        assert isinstance(started, WorkflowStarted)
+        return started.run
+
+    @property
+    def last_seq(self) -> int:
+        """The ``seq`` of the last event of :attr:`history`."""
+        return self.history[-1].seq
+
+    def take(self) -> Execution:
+        """The suspended execution, handed out once (a live run cannot be resumed twice)."""
+        execution, self._execution = self._execution, None
+        if execution is None:
+            raise RuntimeError(
+                f"the live run of {self.instance_id!r} was already resumed or closed"
+            )
+        return execution
+
+    def close(self) -> None:
+        """Close the suspended generator (its ``finally`` blocks run, recording nothing)."""
+        execution, self._execution = self._execution, None
+        if execution is not None:
+            execution.close()
+
+
+def replay_live(
+    workflow: Workflow[Any, Any],
+    history: Sequence[Event],
+    inbox: Sequence[Message],
+    now: datetime,
+    *,
+    instance_id: str,
+) -> tuple[Decision, LiveRun | None]:
+    """:func:`replay`, also returning the run kept live for :func:`resume` while it goes on."""
     if not history or not isinstance(history[0], WorkflowStarted):
         raise InvalidHistoryError(f"history of {instance_id!r} must begin with WorkflowStarted")
     started = history[0]
     last = history[-1]
     if isinstance(last, FINAL_EVENTS):
-        return _ended(workflow, history, inbox, now, instance_id)
+        return _ended(workflow, history, inbox, now, instance_id), None
     terminate = next((m for m in inbox if isinstance(m, TerminateMessage)), None)
     if terminate is not None:
-        return _terminated(started, history, inbox, now, instance_id, terminate.reason)
+        return _terminated(started, history, inbox, now, instance_id, terminate.reason), None
 
     execution = Execution(workflow, history, now, instance_id)
     try:
         execution.replay_history()
         consumed, more = execution.process(inbox)
     except ReplayAborted:
-        return _stuck(execution, started, history)
-    finally:
         execution.close()
-    return _decision(execution, started, consumed, more)
+        return _stuck(execution, started, history), None
+    except BaseException:
+        execution.close()
+        raise
+    return _kept(execution, _decision(execution, started, consumed, more))
+
+
+def resume(
+    live: LiveRun, inbox: Sequence[Message], now: datetime
+) -> tuple[Decision, LiveRun | None]:
+    """Go on from ``live`` as :func:`replay_live` would from ``live.history``, without replaying.
+
+    The decision is the one replaying ``live.history`` would give (the
+    property tests check this); ``live`` is used up either way.
+    """
+    execution = live.take()
+    history = live.history
+    started = history[0]
+    assert isinstance(started, WorkflowStarted)
+    terminate = next((m for m in inbox if isinstance(m, TerminateMessage)), None)
+    if terminate is not None:
+        execution.close()
+        return _terminated(started, history, inbox, now, live.instance_id, terminate.reason), None
+    execution.continue_after(history, now)
+    try:
+        consumed, more = execution.process(inbox)
+    except ReplayAborted:
+        execution.close()
+        return _stuck(execution, started, history), None
+    except BaseException:
+        execution.close()
+        raise
+    return _kept(execution, _decision(execution, started, consumed, more))
+
+
+def _kept(execution: Execution, decision: Decision) -> tuple[Decision, LiveRun | None]:
+    """The decision, and the run kept live if it goes on after it."""
+    if execution.final is not None or decision.status != Status.RUNNING:
+        execution.close()
+        return decision, None
+    return decision, LiveRun(execution, decision.events)
 
 
 def _decision(

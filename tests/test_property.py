@@ -39,7 +39,7 @@ from durable.history import (
 )
 from durable.replay import ActivityWork, Decision, replay
 from durable.runtime.activity import run_activity
-from durable.runtime.step import step
+from durable.runtime.step import LiveRuns, step
 from durable.store.memory import MemoryStore
 from durable.testing import EPOCH, replay_history
 from durable.workflow import Workflow
@@ -119,6 +119,8 @@ class Outcome:
     history: list[Event]
     runs: list[tuple[int, int]] = field(default_factory=list)
     """Every activity attempt run, as (task id, attempt)."""
+    resumed: int = 0
+    """Steps that resumed a live run instead of replaying."""
 
 
 def _resolve(name: str) -> Workflow[Any, Any]:
@@ -139,8 +141,30 @@ def _recorded_outcome(history: list[Event], task_id: int, attempt: int) -> Event
     return None
 
 
-def drive(spec: list[dict[str, Any]], chaos_seed: int | None = None) -> Outcome:
-    """Run ``spec`` to its end; with ``chaos_seed``, interrupt it at random points."""
+def drive(
+    spec: list[dict[str, Any]], chaos_seed: int | None = None, *, live: bool = False
+) -> Outcome:
+    """Run ``spec`` to its end; with ``chaos_seed``, interrupt it at random points.
+
+    With ``live``, steps resume the generator kept from the step before
+    (:class:`LiveRuns`), and every such decision is checked against a full
+    replay of the same snapshot.
+    """
+    live_runs = LiveRuns() if live else None
+
+    def step_once() -> Decision | None:
+        if live_runs is None:
+            return step(store, IID, _resolve, now)
+        snap = store.load(IID)
+        expected = (
+            None
+            if snap.header.status.is_terminal and not snap.inbox
+            else replay(rel_program, snap.history, snap.inbox, now, instance_id=IID)
+        )
+        decision = step(store, IID, _resolve, now, live_runs=live_runs)
+        assert decision == expected
+        return decision
+
     chaos = random.Random(chaos_seed) if chaos_seed is not None else None
 
     def hit(p: float) -> bool:
@@ -171,11 +195,11 @@ def drive(spec: list[dict[str, Any]], chaos_seed: int | None = None) -> Outcome:
         if hit(0.3):  # a step that crashed before its commit: its decision is lost
             snap = store.load(IID)
             replay(rel_program, snap.history, snap.inbox, now, instance_id=IID)
-        decision = step(store, IID, _resolve, now)
+        decision = step_once()
         assert decision is not None
         absorb(decision)
         if hit(0.2):  # the driver crashed after the commit and steps again from scratch
-            again = step(store, IID, _resolve, now)
+            again = step_once()
             if again is None:  # the instance had ended: nothing left to do
                 assert decision.status.is_terminal
             else:
@@ -227,6 +251,7 @@ def drive(spec: list[dict[str, Any]], chaos_seed: int | None = None) -> Outcome:
         error_type=header.error.type if header.error else None,
         history=store.history(IID),
         runs=runs,
+        resumed=live_runs.hits if live_runs is not None else 0,
     )
 
 
@@ -247,13 +272,14 @@ def test_interrupted_runs_end_like_an_uninterrupted_run(
     # the uninterrupted run runs every attempt exactly once
     assert len(clean.runs) == len(set(clean.runs))
 
-    chaotic = drive(spec, chaos_seed=seed)
-    assert (chaotic.status, chaotic.output, chaotic.error_type) == (
-        clean.status,
-        clean.output,
-        clean.error_type,
-    )
-    assert comparable(chaotic.history) == comparable(clean.history)
+    for live in (False, True):
+        chaotic = drive(spec, chaos_seed=seed, live=live)
+        assert (chaotic.status, chaotic.output, chaotic.error_type) == (
+            clean.status,
+            clean.output,
+            clean.error_type,
+        )
+        assert comparable(chaotic.history) == comparable(clean.history)
 
     # the recorded history replays against the code without non-determinism
     end = replay_history(rel_program, clean.history, instance_id=IID)
@@ -289,6 +315,9 @@ def test_the_driver_sees_failures_retries_and_timeouts() -> None:
         chaotic = drive(spec, chaos_seed=seed)
         assert chaotic.output == clean.output
         assert comparable(chaotic.history) == comparable(clean.history)
+    live = drive(spec, live=True)
+    assert live.history == clean.history
+    assert live.resumed >= 5
 
 
 def _clock(at: datetime) -> Callable[[], datetime]:

@@ -224,6 +224,41 @@ def test_load_returns_history_in_seq_order_across_commits(store: HistoryStore) -
     assert store.history("a") == history
 
 
+def test_load_after_returns_only_the_newer_events_with_the_full_header_and_inbox(
+    store: HistoryStore,
+) -> None:
+    create(store, "a")
+    advance(store, "a", event(1), event(2))
+    advance(store, "a", event(3))
+    store.post("a", message("m"))
+    full = store.load("a")
+
+    tail = store.load("a", after=2)
+
+    assert [e.seq for e in tail.history] == [3, 4]
+    assert tail.history == full.history[2:]
+    assert tail.header == full.header
+    assert [m.id for m in tail.inbox] == ["m"]
+    assert store.load("a", after=4).history == []
+    assert store.load("a", after=0).history == full.history
+    assert store.load("a", after=None).history == full.history
+
+
+def test_load_after_reads_the_current_run_only(store: HistoryStore) -> None:
+    create(store, "a")
+    advance(store, "a", event(1), event(2), event(3))
+    snapshot = store.load("a")
+    next_run = started(input="second").model_copy(update={"run": 2})
+    decision = Decision(instance_id="a", run=1, status=Status.RUNNING, at=at(2), next_run=next_run)
+    store.commit(decision, expected_version=snapshot.version)
+
+    tail = store.load("a", after=1)
+
+    assert tail.header.run == 2
+    assert tail.history == []  # run 2 holds only its WorkflowStarted, seq 1
+    assert store.load("a").history == [next_run]
+
+
 def test_load_orders_events_by_seq_even_if_a_decision_lists_them_out_of_order(
     store: HistoryStore,
 ) -> None:

@@ -46,7 +46,7 @@ from durable.runtime.activity import failed_result, run_activity
 from durable.runtime.clock import Clock, SystemClock, VirtualClock
 from durable.runtime.presence import Presence
 from durable.runtime.start import check_instance_id, check_text, create_instance, encode_input
-from durable.runtime.step import step
+from durable.runtime.step import DEFAULT_LIVE_RUNS, LiveRuns, step
 from durable.store import HistoryStore, open_store
 from durable.workflow import Workflow, get_workflow
 
@@ -90,6 +90,9 @@ class Runtime:
         orphan_after: seconds without any commit after which an instance's
             outstanding activity attempts count as abandoned even while other
             workers are alive (see "Several workers" below).
+        live_runs: how many instances' generators are kept live between
+            steps, so that a step resumes the workflow instead of replaying
+            its whole history (0: always replay).
 
     Creating a runtime on an existing store resumes every unfinished
     instance in it, STUCK ones included.
@@ -124,6 +127,7 @@ class Runtime:
         max_workers: int = 8,
         workflows: tuple[Workflow[Any, Any], ...] = (),
         orphan_after: float = 300.0,
+        live_runs: int = DEFAULT_LIVE_RUNS,
     ) -> None:
         if max_workers < 1:
             raise ConfigurationError(f"max_workers must be at least 1, got {max_workers}")
@@ -159,6 +163,7 @@ class Runtime:
         self._closed = False
         self._last_poll = 0.0
         self._presence = Presence(self.store)
+        self._live_runs = LiveRuns(live_runs)
         unfinished = self.store.list_instances(
             status=[Status.PENDING, Status.RUNNING, Status.STUCK], limit=1_000_000
         )
@@ -286,6 +291,7 @@ class Runtime:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout=10)
+        self._live_runs.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._cond:
             abandoned = bool(self._attempts)
@@ -478,6 +484,7 @@ class Runtime:
                 self._resolve,
                 self.clock.now(),
                 on_load=lambda snapshot: loaded.append(snapshot.version),
+                live_runs=self._live_runs,
             )
         except InstanceNotFoundError:
             self._recovering.discard(instance_id)

@@ -71,11 +71,12 @@ class HistoryStore(Protocol):
         """
         ...
 
-    def load(self, instance_id: str) -> Snapshot:
+    def load(self, instance_id: str, *, after: int | None = None) -> Snapshot:
         """Header, current run's history (by ``seq``) and inbox (in arrival order).
 
         The three are read together: the history and inbox are those of the
-        header's version.
+        header's version. With ``after`` (a ``seq``), the history holds only the
+        events whose ``seq`` is greater (a driver that kept the rest reads only what is new).
 
         Raises:
             InstanceNotFoundError: unknown id.

@@ -515,7 +515,7 @@ class DynamoDBStore:
 
     # ------------------------------------------------------------------ load, history
 
-    def load(self, instance_id: str) -> Snapshot:
+    def load(self, instance_id: str, *, after: int | None = None) -> Snapshot:
         for _ in range(_RETRIES):
             meta = self._open_meta(instance_id)
             if "intent" in meta:
@@ -525,7 +525,8 @@ class DynamoDBStore:
             history: list[_Item] = []
             inbox: list[_Item] = []
             last: _Item | None = None
-            for item in self._partition(instance_id, f"h#{run:06d}#", _META):
+            low = f"h#{run:06d}#" if after is None else _hkey(run, after + 1)
+            for item in self._partition(instance_id, low, _META):
                 sk = item["sk"]["S"]
                 if sk.startswith(f"h#{run:06d}#"):
                     history.append(item)

@@ -8,6 +8,7 @@ to it do not leak into its history.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,10 +83,13 @@ class MemoryStore:
             self._instances[instance_id] = inst
             return True
 
-    def load(self, instance_id: str) -> Snapshot:
+    def load(self, instance_id: str, *, after: int | None = None) -> Snapshot:
         with self._lock:
             inst = self._get(instance_id)
-            header_json, rows = inst.header_json, list(inst.runs[inst.header.run])
+            rows = inst.runs[inst.header.run]
+            if after is not None:
+                rows = rows[bisect.bisect_right(rows, after, key=lambda row: row[0]) :]
+            header_json = inst.header_json
             inbox = list(inst.inbox.values())
         return Snapshot(
             InstanceStatus.model_validate_json(header_json),

@@ -304,12 +304,12 @@ class SQLiteStore:
 
     # ------------------------------------------------------------------ reads
 
-    def load(self, instance_id: str) -> Snapshot:
+    def load(self, instance_id: str, *, after: int | None = None) -> Snapshot:
         with self._read() as db:
             header = self._header(db, instance_id)
             if header is None:
                 raise InstanceNotFoundError(instance_id)
-            history = self._history(db, instance_id, header.run)
+            history = self._history(db, instance_id, header.run, after)
             inbox = [
                 message_from_json(row[0])
                 for row in db.execute(
@@ -377,12 +377,17 @@ class SQLiteStore:
         ).fetchone()
         return _row_to_header(row) if row is not None else None
 
-    def _history(self, db: sqlite3.Connection, instance_id: str, run: int) -> list[Event]:
+    def _history(
+        self, db: sqlite3.Connection, instance_id: str, run: int, after: int | None = None
+    ) -> list[Event]:
+        if after is None:
+            after = -1  # every seq
         return [
             event_from_json(row[0])
             for row in db.execute(
-                "SELECT event FROM history WHERE instance_id = ? AND run = ? ORDER BY seq",
-                (instance_id, run),
+                "SELECT event FROM history WHERE instance_id = ? AND run = ? AND seq > ?"
+                " ORDER BY seq",
+                (instance_id, run, after),
             )
         ]
 

@@ -167,10 +167,10 @@ class FaultyStore:
         self._maybe_kill("create.after")
         return created
 
-    def load(self, instance_id: str) -> Snapshot:
+    def load(self, instance_id: str, *, after: int | None = None) -> Snapshot:
         self._maybe_kill("load.before")
         self.calls["load"] += 1
-        snapshot = self.inner.load(instance_id)
+        snapshot = self.inner.load(instance_id, after=after)
         self._maybe_kill("load.after")
         return snapshot
 

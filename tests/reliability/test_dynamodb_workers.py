@@ -59,10 +59,10 @@ class _CountingStore:
         self.commits = 0
         self._lock = threading.Lock()
 
-    def load(self, instance_id: str) -> Snapshot:
+    def load(self, instance_id: str, *, after: int | None = None) -> Snapshot:
         with self._lock:
             self.loads += 1
-        return self._inner.load(instance_id)
+        return self._inner.load(instance_id, after=after)
 
     def commit(self, decision: Any, *, expected_version: int) -> int:
         version = self._inner.commit(decision, expected_version=expected_version)
