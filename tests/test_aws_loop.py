@@ -367,4 +367,9 @@ def test_costs_of_a_run_stay_where_they_are() -> None:
     local = measure("local", "aws_flows.local_chain", 100)
     assert local.transitions == 3  # Orchestrate, Route, Finished
     assert local.lambda_invocations == Counter(api=1, orchestrator=1)
-    assert local.requests["dynamodb:TransactWriteItems"] == 202  # create + per step: post, commit
+    # A local step is one transaction (its outcome and what follows, committed together)
+    # and one Query (the inbox); the orchestrator resumes the generator instead of
+    # replaying. Beyond that: the create, the first load (GetItem + Query) and the end.
+    assert local.requests["dynamodb:TransactWriteItems"] == 1 + 101
+    assert local.requests["dynamodb:Query"] == 1 + 101
+    assert local.requests["dynamodb:GetItem"] == 2

@@ -794,3 +794,82 @@ def test_a_repeated_phase_2_does_not_deliver_a_consumed_message_again(aws: Aws) 
 
     assert store.load("target").inbox == []
     assert "intent" not in aws.items("mom")["meta"]
+
+
+# ----------------------------------------------------------------------------- remembered headers
+
+
+class CountingClient:
+    """A boto3 DynamoDB client that counts the calls made through it."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_a_step_on_an_unchanged_instance_costs_one_query_and_one_transaction(aws: Aws) -> None:
+    counting = CountingClient(aws.db)
+    store = aws.store(counting)
+    create(store, "a")
+    full = store.load("a")
+    version = store.commit(decision_for(full.history, "a", events=[event(1)]), expected_version=1)
+    store.post("a", message("m"))
+    counting.calls.clear()
+
+    snapshot = store.load("a", after=2)
+    store.commit(
+        decision_for(full.history + [event(1)], "a", events=[event(2)], consumed=[]),
+        expected_version=snapshot.version,
+    )
+
+    assert snapshot.version == version and snapshot.history == []
+    assert [m.id for m in snapshot.inbox] == ["m"]
+    assert counting.calls == ["query", "transact_write_items"]
+    assert [m.id for m in store.load("a").inbox] == ["m"]  # not consumed: still there
+
+
+def test_a_remembered_header_never_hides_another_writers_commit(aws: Aws) -> None:
+    mine, theirs = aws.store(), aws.store()
+    create(mine, "a")
+    snapshot = mine.load("a")
+    advance(theirs, "a", event(1))  # another worker commits version 2
+
+    tail = mine.load("a", after=1)  # what a live run would ask for
+    with pytest.raises(ConflictError):
+        mine.commit(decision_for(snapshot.history, "a", events=[event(9)]), expected_version=1)
+
+    assert tail.version == 2 and [e.seq for e in tail.history] == [2]
+    assert [getattr(e, "value", None) for e in mine.history("a")] == [None, "event 1"]
+
+
+def test_a_post_after_the_load_survives_a_commit_made_from_a_remembered_header(
+    aws: Aws,
+) -> None:
+    mine, theirs = aws.store(), aws.store()
+    create(mine, "a")
+    mine.post("a", message("old"))
+    snapshot = mine.load("a")
+    theirs.post("a", message("new"))  # the version does not move: the commit goes ahead
+
+    mine.commit(
+        decision_for(snapshot.history, "a", events=[event(1)], consumed=["old"]),
+        expected_version=snapshot.version,
+    )
+    assert [m.id for m in mine.load("a").inbox] == ["new"]
+    final = mine.load("a", after=2)
+    mine.commit(
+        decision_for(snapshot.history + [event(1)], "a", status=Status.COMPLETED),
+        expected_version=final.version,
+    )
+
+    assert mine.load("a").inbox == []
+    assert theirs.post("a", message("late")) is False

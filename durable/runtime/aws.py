@@ -34,6 +34,7 @@ from durable.runtime.aws_loop import (
     orchestrate,
     run_referenced_attempt,
 )
+from durable.runtime.step import LiveRuns
 
 __all__ = ["activity_handler", "api_handler", "orchestrator_handler", "park_handler"]
 
@@ -42,6 +43,9 @@ tracer = Tracer(service="durable")
 metrics = Metrics(namespace="durable", service="durable")
 
 _ACTIVITY_TIME_MARGIN = 5.0  # seconds kept back from the Lambda's time to post the outcome
+
+_live_runs = LiveRuns(capacity=100)
+"""Workflow generators a warm orchestrator keeps between invocations (a sticky cache)."""
 
 
 def _time_left(context: LambdaContext) -> float:
@@ -81,6 +85,7 @@ def orchestrator_handler(event: dict[str, Any], context: LambdaContext) -> dict[
                 on_local_attempt=tally.local_attempt,
                 start_children=lambda ids: _start_children(svc, ids),
             ),
+            live_runs=_live_runs,
         )
     except InstanceNotFoundError:
         logger.error("instance does not exist (deleted?): ending its loop")

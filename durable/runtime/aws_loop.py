@@ -52,7 +52,7 @@ from durable.history import (
 )
 from durable.runtime.activity import failed_result, resolve_activity, run_activity
 from durable.runtime.clock import Clock
-from durable.runtime.step import WorkflowResolver, step
+from durable.runtime.step import LiveRuns, WorkflowResolver, step
 from durable.store.base import HistoryStore
 
 HAND_OVER_EVENTS = 20_000
@@ -165,10 +165,12 @@ def orchestrate(
     hand_over_events: int = HAND_OVER_EVENTS,
     lost_after: float = LOST_AFTER_SECONDS,
     observer: Observer | None = None,
+    live_runs: LiveRuns | None = None,
 ) -> LoopDecision:
     """Step ``instance_id`` while work is immediately available; say what the loop does next.
 
-    Local activities run here, one checkpoint (store commit) per attempt. With
+    Local activities run here; each attempt's outcome is recorded by the
+    commit of the step that follows it (one checkpoint, never posted). With
     ``recover`` (the previous orchestrator failed, maybe after its commit) the
     attempts of the first step are all pending ones, not only new ones, and
     the executions of unfinished children are started again (idempotently).
@@ -176,11 +178,13 @@ def orchestrate(
     nothing is stepped and the answer is ``hand_over`` (``recover`` carried over).
     An attempt started ``lost_after`` seconds ago and still without outcome is
     dispatched again; a Park waiting on attempts in flight times out by then.
+    ``live_runs`` (kept by a warm Lambda between invocations) lets a step resume
+    the workflow instead of replaying it.
     """
     if events >= hand_over_events:
         return LoopDecision("hand_over", recover=recover)
     decision = _orchestrate(
-        store, instance_id, resolve, clock, time_left, recover, lost_after, observer
+        store, instance_id, resolve, clock, time_left, recover, lost_after, observer, live_runs
     )
     decision.events_before = events
     return decision
@@ -195,14 +199,19 @@ def _orchestrate(
     recover: bool,
     lost_after: float,
     observer: Observer | None,
+    live_runs: LiveRuns | None,
 ) -> LoopDecision:
     obs = observer or Observer()
     remote: dict[ActivityRef, ActivityWork] = {}
     recovering = recover
     steps = local_runs = 0
+    outcomes: list[ActivityResult] = []  # local attempts run, recorded by the next commit
     while True:
         started = _monotonic()
-        decision = step(store, instance_id, resolve, clock.now())
+        decision = step(
+            store, instance_id, resolve, clock.now(), live_runs=live_runs, carried=outcomes
+        )
+        outcomes = []
         steps += 1
         if decision is None:
             return _finished(store.get(instance_id), steps, local_runs)
@@ -242,7 +251,7 @@ def _orchestrate(
             return LoopDecision("continue", recover=True, steps=steps, local_attempts=local_runs)
         for item in local:
             result = run_attempt(item, clock, time_left() - TIME_MARGIN_SECONDS)
-            store.post(instance_id, result)
+            outcomes.append(result)
             obs.on_local_attempt(result)
             local_runs += 1
 

@@ -113,6 +113,7 @@ import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -152,6 +153,8 @@ _ITEM_BUDGET = 350_000
 _PART_BYTES = 300_000
 """Target size of one staging item of a multi-transaction commit."""
 _RETRIES = 50
+_KNOWN_HEADERS = 1000
+"""Header items remembered between a load and the commit after it (per store object)."""
 _TERMINAL = [s.value for s in Status if s.is_terminal]
 _Item = dict[str, Any]
 
@@ -278,6 +281,8 @@ class _Plan:
     uploads: list[str] = field(default_factory=list)
     garbage: list[str] = field(default_factory=list)
     """S3 keys that the commit makes unreachable (deleted after it)."""
+    after: _Item | None = None
+    """The header item as the commit leaves it (unfinished instances only)."""
 
 
 def _size(op: _Item) -> int:
@@ -322,6 +327,11 @@ class DynamoDBStore:
         self._waker = waker
         self._ord_lock = threading.Lock()
         self._last_ord = 0
+        # Header items this store last read or wrote, so that the commit following a
+        # load need not read the header again: the commit's condition on the
+        # version catches a stale one (see commit).
+        self._known: OrderedDict[str, _Item] = OrderedDict()
+        self._known_lock = threading.Lock()
 
     # ------------------------------------------------------------------ payloads
 
@@ -380,6 +390,22 @@ class DynamoDBStore:
         )
         item: _Item | None = got.get("Item")
         return item
+
+    def _remember(self, instance_id: str, meta: _Item | None) -> None:
+        with self._known_lock:
+            self._known.pop(instance_id, None)
+            if meta is not None:
+                self._known[instance_id] = meta
+                while len(self._known) > _KNOWN_HEADERS:
+                    self._known.popitem(last=False)
+
+    def _recall(self, instance_id: str, version: int) -> _Item | None:
+        """The header item last seen at ``version``, if it was (taken out: used once)."""
+        with self._known_lock:
+            meta = self._known.pop(instance_id, None)
+        if meta is None or int(meta["ver"]["N"]) != version:
+            return None
+        return meta
 
     def _open_meta(self, instance_id: str) -> _Item:
         meta = self._get_meta(instance_id)
@@ -516,6 +542,10 @@ class DynamoDBStore:
     # ------------------------------------------------------------------ load, history
 
     def load(self, instance_id: str, *, after: int | None = None) -> Snapshot:
+        if after is not None:
+            unchanged = self._load_unchanged(instance_id, after)
+            if unchanged is not None:
+                return unchanged
         for _ in range(_RETRIES):
             meta = self._open_meta(instance_id)
             if "intent" in meta:
@@ -537,6 +567,7 @@ class DynamoDBStore:
             if last is None or "intent" in last or not _same(meta, last):
                 continue  # a commit landed while reading: read again
             inbox.sort(key=lambda item: str(item["ord"]["S"]))
+            self._remember(instance_id, last)
             try:
                 return Snapshot(
                     self._header(last),
@@ -546,6 +577,39 @@ class DynamoDBStore:
             except _Gone:
                 continue
         raise ConflictError(instance_id, 0, None)  # pragma: no cover - endless commits
+
+    def _load_unchanged(self, instance_id: str, after: int) -> Snapshot | None:
+        """One Query, for a caller that has every event up to ``after`` of the header last seen.
+
+        Used only when the header is still the one this store last read or
+        wrote (same version, no roll-forward) and nothing follows ``after``:
+        then no commit happened since, and the inbox is all that is new. Any
+        other case returns ``None`` (the full load reads header and items afresh).
+        """
+        with self._known_lock:
+            known = self._known.get(instance_id)
+        if known is None:
+            return None
+        run = int(known["run"]["N"])
+        items = list(self._partition(instance_id, _hkey(run, after + 1), _META))
+        last = items[-1] if items and items[-1]["sk"]["S"] == _META else None
+        if (
+            last is None
+            or "intent" in last
+            or "del" in last
+            or last["ver"] != known["ver"]
+            or last["run"] != known["run"]
+            or any(not item["sk"]["S"].startswith("i#") for item in items[:-1])
+        ):
+            return None
+        inbox = sorted(items[:-1], key=lambda item: str(item["ord"]["S"]))
+        self._remember(instance_id, last)
+        try:
+            return Snapshot(
+                self._header(last), [], [message_from_json(self._text(i)) for i in inbox]
+            )
+        except _Gone:
+            return None
 
     def history(self, instance_id: str, run: int | None = None) -> list[Event]:
         for _ in range(_RETRIES):
@@ -584,8 +648,13 @@ class DynamoDBStore:
                 for m in reversed(decision.messages)
             }.values()
         )[::-1]
+        ends = decision.next_run is None and decision.status.is_terminal
+        # Unless the commit ends the instance (its condition needs a fresh ``posted``),
+        # the header read by the load is good enough: the transaction checks the version.
+        known = None if ends else self._recall(iid, expected_version)
         for _ in range(_RETRIES):
-            meta = self._open_meta(iid)
+            meta = known if known is not None else self._open_meta(iid)
+            known = None
             if "intent" in meta:
                 self._roll_forward(iid, meta)
                 continue
@@ -609,6 +678,7 @@ class DynamoDBStore:
                     raise ConflictError(iid, expected_version, int(after["ver"]["N"]))
                 continue
             self._forget(plan.garbage)
+            self._remember(iid, plan.after)
             for target in sorted(plan.woken):
                 try:
                     self._wake(target)
@@ -632,9 +702,19 @@ class DynamoDBStore:
         terminal = header.status.is_terminal
         values = self._meta_values(iid, header, uploads)
         old_s3 = meta.get("s3", {}).get("S")
-        present = {
-            item["sk"]["S"]: item for item in self._partition(iid, "i#", "i#~", keys_only=True)
-        }
+        # The inbox is read only when the commit takes messages out of it or may put
+        # one in that is already there (a redelivery); otherwise nothing of it matters.
+        reads_inbox = (
+            terminal
+            or bool(decision.consumed)
+            or bool(decision.children)
+            or any(target == iid for target, _, _ in outgoing)
+        )
+        present = (
+            {item["sk"]["S"]: item for item in self._partition(iid, "i#", "i#~", keys_only=True)}
+            if reads_inbox
+            else {}
+        )
         gone = set(present) if terminal else {_ikey(m) for m in decision.consumed} & set(present)
         garbage = [present[k]["s3"]["S"] for k in gone if "s3" in present[k]]
         if old_s3:
@@ -693,6 +773,16 @@ class DynamoDBStore:
             sets.append("#posted = #posted + :j")
             av[":j"] = _n(posted)
         update = f"SET {', '.join(sets)} REMOVE {', '.join(removes)}"
+        after: _Item | None = None
+        if not terminal:
+            after = {k: v for k, v in meta.items() if k != "token"}
+            for k, v in values.items():
+                if v is None:
+                    after.pop(k, None)
+                else:
+                    after[k] = v
+            after["consumed"] = _n(int(meta["consumed"]["N"]) + len(gone))
+            after["posted"] = _n(int(meta["posted"]["N"]) + posted)
         plan = _Plan(
             meta={
                 "Update": {
@@ -703,6 +793,7 @@ class DynamoDBStore:
             },
             uploads=uploads,
             garbage=garbage,
+            after=after,
         )
 
         # Idempotent writes: history, own inbox.
@@ -762,6 +853,7 @@ class DynamoDBStore:
             except ClientError as exc:
                 _cancelled(exc)
                 return False
+        plan.after = None  # the redo log leaves more on the header: read it afresh next time
         return self._apply_staged(iid, plan, cross if _fits([plan.meta, *cross]) else None)
 
     def _cross_ops(self, plan: _Plan) -> list[_Item]:
