@@ -827,7 +827,7 @@ def test_a_step_on_an_unchanged_instance_costs_one_query_and_one_transaction(aws
 
     snapshot = store.load("a", after=2)
     store.commit(
-        decision_for(full.history + [event(1)], "a", events=[event(2)], consumed=[]),
+        decision_for([*full.history, event(1)], "a", events=[event(2)], consumed=[]),
         expected_version=snapshot.version,
     )
 
@@ -867,7 +867,7 @@ def test_a_post_after_the_load_survives_a_commit_made_from_a_remembered_header(
     assert [m.id for m in mine.load("a").inbox] == ["new"]
     final = mine.load("a", after=2)
     mine.commit(
-        decision_for(snapshot.history + [event(1)], "a", status=Status.COMPLETED),
+        decision_for([*snapshot.history, event(1)], "a", status=Status.COMPLETED),
         expected_version=final.version,
     )
 
