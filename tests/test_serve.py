@@ -164,6 +164,15 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(server: Server) -> N
     assert code == 200 and body["instances"] == []
 
 
+def test_the_status_page_loads_without_the_token_and_its_data_needs_it(server: Server) -> None:
+    for path, kind in (("/", "text/html"), ("/ui/app.js", "text/javascript")):
+        with urllib.request.urlopen(server.url + path, timeout=60) as answer:
+            assert answer.status == 200 and answer.headers["Content-Type"].startswith(kind)
+    for path in ("/instances", "/openapi.json", "/ui/../instances"):
+        code, _, body = server.call("GET", path, token=None)
+        assert code == 401 and body["error"] == "unauthorized", path
+
+
 def cli(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(app, list(args))
     return result.exit_code, result.stdout, result.stderr
