@@ -12,6 +12,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,28 +65,16 @@ class Server:
                 return exc.code, dict(exc.headers), json.loads(exc.read())
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    (tmp_path / "sv_flows.py").write_text(FLOWS, encoding="utf-8")
+@contextmanager
+def running_server(directory: Path, flows: str, *, token: str | None) -> Iterator[Server]:
+    """``durable serve`` as a subprocess on a free loopback port, with ``flows`` as its module."""
+    (directory / "sv_flows.py").write_text(flows, encoding="utf-8")
+    command = [sys.executable, "-m", "durable", "serve", "--module", "sv_flows.py"]
+    command += ["--db", str(directory / "serve.db"), "--port", "0"]
+    if token is not None:
+        command += ["--token", token]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "durable",
-            "serve",
-            "--module",
-            "sv_flows.py",
-            "--db",
-            str(tmp_path / "serve.db"),
-            "--port",
-            "0",
-            "--token",
-            TOKEN,
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        command, cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     assert process.stderr is not None
     lines: list[str] = []
@@ -114,6 +103,12 @@ def server(tmp_path: Path) -> Iterator[Server]:
             process.wait()
         reader.join(timeout=30)
         process.stderr.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with running_server(tmp_path, FLOWS, token=TOKEN) as running:
+        yield running
 
 
 def test_serve_over_http_needs_the_token_and_runs_instances(server: Server) -> None:
