@@ -312,6 +312,35 @@ def test_at_390px_nothing_overflows_the_viewport(
         context.close()
 
 
+def test_under_an_api_gateway_stage_every_url_stays_under_it(served: Server, page: Page) -> None:
+    """On AWS the page is at https://HOST/prod/: it must ask for nothing outside /prod/."""
+    from playwright.sync_api import Route, expect
+
+    outside: list[str] = []
+
+    def strip_stage(route: Route) -> None:
+        url = route.request.url
+        rest = url[len(served.url) :]
+        if not rest.startswith("/prod/") and rest != "/prod":
+            outside.append(url)
+            route.abort()
+            return
+        answer = route.fetch(url=served.url + (rest[len("/prod") :] or "/"))
+        route.fulfill(response=answer)
+
+    page.route(served.url + "/**", strip_stage)
+    page.goto(served.url + "/prod")  # no trailing slash: the page adds it and loads again
+    expect(page.locator(f'tr[data-instance="{OK}"] .badge')).to_have_text("COMPLETED")
+    assert page.url == served.url + "/prod/"
+    outside.clear()  # the first load's assets, asked for before the page could move
+    page.reload()
+    expect(page.locator(f'tr[data-instance="{OK}"] .badge')).to_have_text("COMPLETED")
+    page.click(f'tr[data-instance="{OK}"] a')
+    expect(page.locator("#timeline g.lane.activity rect.bar")).to_have_count(2)
+    expect(page.locator("#event-table tbody tr")).to_have_count(_history_length(served, OK))
+    assert outside == []
+
+
 def _overflowing(page: Page) -> list[str]:
     """Elements reaching past the right edge that no scrolling container holds."""
     found: list[str] = page.evaluate(

@@ -897,7 +897,7 @@
           "stroke-dasharray": seg.pending ? "4 2" : null,
         });
         const wrap = s("g", { class: "bar-wrap" }, rect, s("title", { text: seg.title }));
-        if (seg.attempt > 1 && w > 18) {
+        if (seg.attempt !== undefined && l.segments.length > 1 && w > 18) {
           wrap.append(s("text", { x: x1 + 4, y: mid + 4, fill: "#fff", "font-size": 10, "pointer-events": "none", text: `#${seg.attempt}` }));
         }
         g.append(l.href ? s("a", { href: l.href }, wrap) : wrap);
