@@ -341,6 +341,23 @@ def test_under_an_api_gateway_stage_every_url_stays_under_it(served: Server, pag
     assert outside == []
 
 
+def test_with_a_token_the_page_asks_for_it(tmp_path: Path, page: Page) -> None:
+    from playwright.sync_api import expect
+
+    with running_server(tmp_path, FLOWS, token="pa55") as server:
+        server.call("POST", "/workflows/sp_child", {"input": 2, "instance_id": "sp-t"}, "pa55")
+        page.goto(server.url + "/")
+        expect(page.locator(".token h2")).to_have_text("This server needs a token")
+        page.fill(".token input", "wrong")
+        page.click(".token button")
+        expect(page.locator(".token h2")).to_be_visible()
+        page.fill(".token input", "pa55")
+        page.click(".token button")
+        expect(page.locator('tr[data-instance="sp-t"]')).to_have_count(1)
+        page.reload()  # kept for the tab
+        expect(page.locator('tr[data-instance="sp-t"]')).to_have_count(1)
+
+
 def _overflowing(page: Page) -> list[str]:
     """Elements reaching past the right edge that no scrolling container holds."""
     found: list[str] = page.evaluate(
