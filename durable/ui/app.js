@@ -139,9 +139,23 @@
     if (autoBox.checked && view) timer = setTimeout(tick, REFRESH_MS);
   }
 
-  async function tick() {
+  let inFlight = false;
+  let again = false;
+
+  // One refresh at a time (two would append the same history page twice); a
+  // refresh asked for meanwhile runs right after.
+  async function tick(force = false) {
     if (!view) return;
+    if (inFlight) {
+      again = true;
+      return;
+    }
     const mine = generation;
+    if (document.hidden && !force) {
+      schedule(); // nothing to see: no requests until the tab shows again
+      return;
+    }
+    inFlight = true;
     dot.classList.add("busy");
     try {
       await view.refresh();
@@ -149,12 +163,21 @@
     } catch (error) {
       if (mine === generation) showFailure(error);
     } finally {
+      inFlight = false;
       dot.classList.remove("busy");
-      if (mine === generation) schedule();
+      if (again) {
+        again = false;
+        if (view) tick(true);
+      } else if (mine === generation) {
+        schedule();
+      }
     }
   }
 
-  autoBox.addEventListener("change", schedule);
+  autoBox.addEventListener("change", () => (autoBox.checked ? tick() : schedule()));
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && autoBox.checked) tick();
+  });
 
   function showFailure(error) {
     if (error instanceof ApiError && error.status === 401) {
@@ -202,7 +225,7 @@
 
   function start(newView) {
     view = newView;
-    tick();
+    tick(true);
   }
 
   // ------------------------------------------------------------------ routing
@@ -445,8 +468,8 @@
           runPicker.value = String(wanted);
           document.getElementById("run-field").hidden = header.run < 2;
         }
-        // Redrawn every time: pending bars grow with the clock.
-        drawTimeline(timelineBox, events, header, Date.now());
+        // Redrawn while it runs: pending bars grow with the clock.
+        if (changed || !TERMINAL.has(header.status)) drawTimeline(timelineBox, events, header, Date.now());
       },
     };
   }
