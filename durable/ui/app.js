@@ -875,7 +875,7 @@
 
     // axis: relative time since the start
     const axis = s("g", { class: "axis" });
-    const step = niceStep(span, Math.max(2, Math.floor(plot / 90)));
+    const step = niceStep(span, Math.max(2, Math.floor(plot / 75)));
     for (let ms = 0; ms <= span + 1e-9; ms += step) {
       const px = labelWidth + (ms / span) * plot;
       axis.append(s("line", { class: "grid", x1: px, x2: px, y1: top - 6, y2: height - 4 }));
