@@ -14,6 +14,7 @@ Step Functions loop of the new instance). Routes::
     POST   /instances/{id}/terminate          body (optional): {"reason": ...}
     DELETE /instances/{id}
     GET    /openapi.json
+    GET    /                                  the status page (durable/ui), and its files under /ui/
 
 Every rejected request gets ``{"error": CODE, "message": ..., "field": ...}``
 (400 ``malformed_json``, 404 ``not_found``, 409 ``conflict``/``finished``,
@@ -45,6 +46,7 @@ from durable.errors import InstanceExistsError, InstanceNotFoundError, Serializa
 from durable.history import CancelMessage, EventMessage, Message, Status, TerminateMessage
 from durable.runtime.start import check_instance_id, check_text, create_instance, encode_input
 from durable.store.base import HistoryStore
+from durable.ui import Asset, asset, page
 from durable.workflow import Workflow, registered_workflows
 
 __all__ = ["MAX_BODY_BYTES", "ApiError", "Backend", "build_api"]
@@ -429,6 +431,29 @@ def build_api(
     def openapi() -> Response[str]:
         schema = app.get_openapi_json_schema(title="durable", version="1")
         return Response(status_code=200, content_type="application/json", body=schema)
+
+    # ------------------------------------------------------------------ status page
+
+    def static(found: Asset) -> Response[str]:
+        return Response(
+            status_code=200,
+            content_type=found.content_type,
+            body=found.body,
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
+
+    @app.get("/", include_in_schema=False)
+    def status_page() -> Response[str]:
+        return static(page())
+
+    @app.get("/ui/<name>", include_in_schema=False)
+    def status_page_file(name: str) -> Response[str]:
+        found = asset(unquote(name))
+        if found is None:
+            raise ApiError(
+                404, "not_found", f"no file {unquote(name)!r} in the status page", "name"
+            )
+        return static(found)
 
     return app
 

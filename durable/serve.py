@@ -4,7 +4,9 @@ Each request becomes an API Gateway REST proxy event for the very resolver
 the Lambda serves, so local and AWS answers are the same. A
 :class:`~durable.runtime.local.Runtime` steps instances on the same store in
 the same process. The server binds loopback unless told otherwise; with a
-token, every request needs ``Authorization: Bearer TOKEN``.
+token, every request needs ``Authorization: Bearer TOKEN``, except the files
+of the status page (``GET /`` and ``/ui/...``: no data in them), whose script
+asks for the token and sends it with its API calls.
 
 The resolver keeps the current request on itself, so every request gets its
 own (cheap to build) resolver: long-polls and other requests run side by side.
@@ -112,7 +114,7 @@ def make_server(
             self._send(status, body, {"Content-Type": "application/json", **extra})
 
         def _handle(self) -> None:
-            if token is not None:
+            if token is not None and not _is_page_file(self.command, self.path):
                 given = self.headers.get("Authorization", "")
                 expected = f"Bearer {token}"
                 if not hmac.compare_digest(given.encode(), expected.encode()):
@@ -191,6 +193,13 @@ def serve(
         signal.signal(signal.SIGTERM, previous)
         server.server_close()
         runtime.close()
+
+
+def _is_page_file(method: str, target: str) -> bool:
+    path = urlsplit(target).path
+    name = path[len("/ui/") :] if path.startswith("/ui/") else None
+    is_file = name is not None and "/" not in name and "%" not in name and not name.startswith(".")
+    return method in ("GET", "HEAD") and (path == "/" or is_file)
 
 
 def _stderr(line: str) -> None:

@@ -55,6 +55,35 @@ inside ``mock_aws()``); tests/test_store_conformance.py then runs against it.
 """
 
 
+_SAVED = pytest.StashKey[list[str]]()
+ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
+"""Where tests leave files for people to look at (screenshots); git-ignored."""
+
+
+@pytest.fixture(scope="session")
+def artifact(pytestconfig: pytest.Config) -> Callable[[str], Path]:
+    """``artifact("dir/name.png")``: a path under ``.artifacts/``, listed at the end of the run."""
+    saved = pytestconfig.stash.setdefault(_SAVED, [])
+
+    def path(name: str) -> Path:
+        target = ARTIFACTS / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        saved.append(str(target))
+        return target
+
+    return path
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    saved = [p for p in config.stash.get(_SAVED, []) if Path(p).exists()]
+    if saved:
+        terminalreporter.section("files saved by tests")
+        for path in sorted(set(saved)):
+            terminalreporter.write_line(path)
+
+
 @pytest.fixture(params=sorted(STORE_FACTORIES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HistoryStore]:
     """A fresh, empty store of each kind in ``STORE_FACTORIES``, closed afterwards."""

@@ -418,9 +418,29 @@ def test_list_filters_by_status_and_workflow(running: Api) -> None:
 
 
 def test_unknown_routes_are_json_404s(api: Api) -> None:
-    for method, path in (("GET", "/nowhere"), ("PUT", "/workflows/api_greet"), ("GET", "/")):
+    for method, path in (("GET", "/nowhere"), ("PUT", "/workflows/api_greet"), ("POST", "/")):
         code, _, body = api.call(method, path)
         assert code == 404 and body["error"] == "not_found"
+
+
+def test_the_status_page_is_served_with_relative_urls_and_kept_out_of_openapi(api: Api) -> None:
+    page = api.app.resolve(proxy_event("GET", "/", None), {})
+    assert page["statusCode"] == 200
+    assert page["multiValueHeaders"]["Content-Type"] == ["text/html; charset=utf-8"]
+    html = page["body"]
+    for url in ("ui/style.css", "ui/app.js", "openapi.json"):
+        assert f'"{url}"' in html  # relative: the page also works under /STAGE/
+    assert "http://" not in html and "https://" not in html and 'src="/' not in html
+    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        result = api.app.resolve(proxy_event("GET", f"/ui/{name}", None), {})
+        assert result["statusCode"] == 200
+        assert result["multiValueHeaders"]["Content-Type"][0].startswith(kind)
+        assert "https://" not in result["body"]  # nothing fetched from elsewhere
+    for missing in ("/ui/nope.js", "/ui/..%2Fapi.py", "/ui/__init__.py", "/ui/.hidden.js"):
+        code, _, body = api.call("GET", missing)
+        assert code == 404 and body["error"] == "not_found", missing
+    code, spec = api.get("/openapi.json")
+    assert "/" not in spec["paths"] and not any(p.startswith("/ui") for p in spec["paths"])
 
 
 def test_openapi_document_lists_the_routes(api: Api) -> None:
@@ -535,6 +555,10 @@ def test_fuzz_no_5xx_and_rejected_requests_change_nothing(
     result = api.app.resolve(proxy_event(method, path, body, query, base64_body), {})
     code = int(result["statusCode"])
     assert code < 500, result
+    content_type = (result.get("multiValueHeaders") or {}).get("Content-Type", [""])[0]
+    if not content_type.startswith("application/json"):  # the status page's files
+        assert code == 200 and method == "GET" and (path == "/" or path.startswith("/ui/"))
+        return
     answer = json.loads(result["body"])
     if code >= 400:
         assert answer["error"] and answer["message"], answer

@@ -12,6 +12,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,28 +65,16 @@ class Server:
                 return exc.code, dict(exc.headers), json.loads(exc.read())
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    (tmp_path / "sv_flows.py").write_text(FLOWS, encoding="utf-8")
+@contextmanager
+def running_server(directory: Path, flows: str, *, token: str | None) -> Iterator[Server]:
+    """``durable serve`` as a subprocess on a free loopback port, with ``flows`` as its module."""
+    (directory / "sv_flows.py").write_text(flows, encoding="utf-8")
+    command = [sys.executable, "-m", "durable", "serve", "--module", "sv_flows.py"]
+    command += ["--db", str(directory / "serve.db"), "--port", "0"]
+    if token is not None:
+        command += ["--token", token]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "durable",
-            "serve",
-            "--module",
-            "sv_flows.py",
-            "--db",
-            str(tmp_path / "serve.db"),
-            "--port",
-            "0",
-            "--token",
-            TOKEN,
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        command, cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     assert process.stderr is not None
     lines: list[str] = []
@@ -114,6 +103,12 @@ def server(tmp_path: Path) -> Iterator[Server]:
             process.wait()
         reader.join(timeout=30)
         process.stderr.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with running_server(tmp_path, FLOWS, token=TOKEN) as running:
+        yield running
 
 
 def test_serve_over_http_needs_the_token_and_runs_instances(server: Server) -> None:
@@ -162,6 +157,15 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(server: Server) -> N
         raise AssertionError("a 2 MB body was accepted")
     code, _, body = server.call("GET", "/instances")
     assert code == 200 and body["instances"] == []
+
+
+def test_the_status_page_loads_without_the_token_and_its_data_needs_it(server: Server) -> None:
+    for path, kind in (("/", "text/html"), ("/ui/app.js", "text/javascript")):
+        with urllib.request.urlopen(server.url + path, timeout=60) as answer:
+            assert answer.status == 200 and answer.headers["Content-Type"].startswith(kind)
+    for path in ("/instances", "/openapi.json", "/ui/../instances"):
+        code, _, body = server.call("GET", path, token=None)
+        assert code == 401 and body["error"] == "unauthorized", path
 
 
 def cli(*args: str) -> tuple[int, str, str]:
