@@ -82,6 +82,8 @@ class Invocation:
     done: bool = False
     seconds: float = 0.0
     memory_mb: int = 128
+    thread: int = 0
+    """The thread the handler ran on (tests/aws_costs.py attributes AWS requests by it)."""
 
 
 @dataclass
@@ -327,7 +329,9 @@ class AwsHarness:
     def _call_once(self, fn: Any, payload: Any, asynchronous: bool) -> tuple[bool, Any]:
         module_name, _, attr = fn.handler.rpartition(".")
         handler = getattr(importlib.import_module(module_name), attr)
-        record = Invocation(fn.function_name, payload, asynchronous=asynchronous)
+        record = Invocation(
+            fn.function_name, payload, asynchronous=asynchronous, thread=threading.get_ident()
+        )
         # One invocation at a time, as in a Lambda sandbox (module globals are per process there).
         with self._lock, mock.patch.dict(os.environ, _env(fn)):
             self.invocations.append(record)
@@ -428,12 +432,14 @@ class _FunctionView:
     handler: str = ""
     environment_vars: dict[str, str] = field(default_factory=dict)
     timeout: int = 30
+    memory_size: int = 128
 
     def __post_init__(self) -> None:
         config = self.client.get_function_configuration(FunctionName=self.function_name)
         self.handler = config["Handler"]
         self.environment_vars = config.get("Environment", {}).get("Variables", {})
         self.timeout = config.get("Timeout", 30)
+        self.memory_size = config.get("MemorySize", 128)
 
 
 def _quote(value: str) -> str:
