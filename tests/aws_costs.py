@@ -1,8 +1,7 @@
 """What durable costs on AWS, next to hand-written Step Functions and Lambda durable functions.
 
-``python -m tests.aws_costs`` (``--quick``: a 1-step local chain instead of the 100-step
-chains; ``--write
-infra/COSTS.md`` to store the report) runs each workload end to end in moto
+``python -m tests.aws_costs`` (``--quick``: without the 100-step chains; ``--write
+infra/COSTS.md``: store the report too) runs each workload end to end in moto
 (tests/aws_harness.py: the stack from infra/template.yaml, moto's Step Functions
 executing the state machine, our handlers behind its Lambda), and the hand-written
 state machines of tests/handwritten/ the same way, then prints markdown tables.
@@ -38,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -594,7 +594,7 @@ class Results:
                 rows.append(self.ldf(costs, waits=0))
         return rows
 
-    def local_step(self) -> tuple[int, dict[str, float], float, float] | None:
+    def local_step(self) -> tuple[tuple[int, int], dict[str, float], float, float] | None:
         """Marginal cost of one local-activity step, from the two local chain lengths run."""
         locals_ = sorted(
             (c for c in [self.local10, *self.more] if c.name.endswith("local")),
@@ -609,7 +609,12 @@ class Results:
             for k in sorted(set(a.requests) | set(b.requests))
             if b.requests[k] != a.requests[k]
         }
-        return n, ops, (b.transitions - a.transitions) / n, (b.row().total - a.row().total) / n
+        return (
+            (a.steps, b.steps),
+            ops,
+            (b.transitions - a.transitions) / n,
+            (b.row().total - a.row().total) / n,
+        )
 
     def verdicts(self) -> list[str]:
         lines = []
@@ -617,14 +622,14 @@ class Results:
         if step is None:
             lines.append("* local step = one DynamoDB transaction, no transition: not measured")
         else:
-            n, ops, transitions, dollars = step
+            (low, high), ops, transitions, dollars = step
             dynamo = {k: v for k, v in ops.items() if k.startswith("dynamodb:")}
             ok = transitions == 0 and dynamo == {"dynamodb:TransactWriteItems": 1.0}
             detail = ", ".join(f"{k.split(':')[1]} {v:g}" for k, v in dynamo.items())
             lines.append(
                 f"* **{'PASS' if ok else 'FAIL'}** local-activity step costs one DynamoDB "
-                f"transaction and no transition: per step (difference of the local chains, "
-                f"{n} steps) {sum(dynamo.values()):g} DynamoDB requests ({detail}), "
+                f"transaction and no transition: per step (the {low}- and {high}-step local "
+                f"chains' difference) {sum(dynamo.values()):g} DynamoDB requests ({detail}), "
                 f"{transitions:g} transitions, ${dollars * 1e6:,.2f} per million steps"
             )
         for durable in (self.chain10, self.local10):
@@ -642,6 +647,52 @@ class Results:
             f"${self.remind_hand.row().total * 1e3:.4f} per 1,000 runs = {ratio:.2f}x "
             f"({self.remind.transitions} vs {self.remind_hand.transitions} transitions)"
         )
+        return lines
+
+    def notes(self) -> list[str]:
+        """Readings computed from the same figures (nothing here is typed in by hand)."""
+        lines = []
+        for costs in (self.remind, self.chain10, self.local10, *self.more):
+            d = costs.row().dollars()
+            shares = sorted(
+                ((k, v / d["total"]) for k, v in d.items() if k != "total" and v > 0),
+                key=lambda kv: -kv[1],
+            )
+            lines.append(
+                f"* durable {costs.name}: "
+                + ", ".join(f"{k} {share:.0%}" for k, share in shares)
+                + " of the cost."
+            )
+        sfn = PRICES["sfn_transition"]
+        for durable, hand, factor, target in (
+            (self.remind, self.remind_hand, 2.0, "within 2x of"),
+            (self.chain10, self.chain10_hand, 1.0, "cheaper than"),
+        ):
+            rest = durable.row().total - durable.row().dollars()["Step Functions"]
+            budget = math.ceil((factor * hand.row().total - rest) / sfn) - 1
+            lines.append(
+                f"* For durable {durable.name} to be {target} the hand-written one, with its "
+                f"Lambda and DynamoDB costs as counted, it could spend at most {budget} "
+                f"transitions per run (it spends {durable.transitions}; the hand-written "
+                f"machine {hand.transitions})."
+            )
+        local = sorted(
+            (c for c in [self.local10, *self.more] if c.name.endswith("local")),
+            key=lambda c: c.steps,
+        )
+        lines.append(
+            "* Read units per additional local step: "
+            + ", ".join(
+                f"{(b.rru - a.rru) / (b.steps - a.steps):.1f} over steps {a.steps + 1}-{b.steps}"
+                for a, b in itertools.pairwise(local)
+            )
+            + " (each orchestration step reads the history it has so far)."
+        )
+        for costs, waits in ((self.remind, 2), (self.chain10, 0)):
+            ratio = costs.row().total / self.ldf(costs, waits).total
+            lines.append(
+                f"* durable {costs.name} costs {ratio:.1f}x the Lambda durable functions estimate."
+            )
         return lines
 
     def render(self) -> str:
@@ -735,6 +786,10 @@ class Results:
                 for c in self.all()
             ),
             "",
+            "## Notes",
+            "",
+            *self.notes(),
+            "",
             "## Targets",
             "",
             *self.verdicts(),
@@ -797,7 +852,7 @@ def run(*, quick: bool = False) -> Results:
         chain10=dispatched_chain(10),
         local10=local_chain(10),
         chain10_hand=chain10_handwritten(),
-        more=[local_chain(1)] if quick else [local_chain(100), dispatched_chain(100)],
+        more=[local_chain(1)] + ([] if quick else [local_chain(100), dispatched_chain(100)]),
     )
     results.seconds = time.monotonic() - started
     return results
@@ -805,9 +860,7 @@ def run(*, quick: bool = False) -> Results:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.aws_costs", description=__doc__)
-    parser.add_argument(
-        "--quick", action="store_true", help="a 1-step local chain instead of the 100-step chains"
-    )
+    parser.add_argument("--quick", action="store_true", help="skip the 100-step chains")
     parser.add_argument("--write", type=Path, help="also write the report to this file")
     args = parser.parse_args(argv)
     logging.disable(logging.INFO)  # the handlers' own logs; metrics go to the captured stdout
