@@ -56,7 +56,10 @@ from tests.aws_harness import ROOT, AwsHarness, Invocation, _zip
 ASL = ROOT / "infra" / "statemachine.asl.json"
 HANDWRITTEN = ROOT / "tests" / "handwritten"
 
-# us-east-1 list prices (x86, on-demand), as infra/README.md and this file stated before.
+# us-east-1 list prices (x86, on-demand), unchanged from this file's first version and
+# checked against stored copies of https://aws.amazon.com/step-functions/pricing/ ($0.0250
+# per 1,000 transitions, retries included) and of DynamoDB's on-demand rates after the
+# November 2024 cut ($0.625 / $0.125 per million write / read request units).
 PRICES = {
     "lambda_request": 0.20 / 1e6,
     "lambda_gb_second": 0.0000166667,
