@@ -43,7 +43,7 @@ import time
 import warnings
 import zipfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -82,6 +82,8 @@ class Invocation:
     done: bool = False
     seconds: float = 0.0
     memory_mb: int = 128
+    thread: int = 0
+    """The thread the handler ran on (tests/aws_costs.py attributes AWS requests by it)."""
 
 
 @dataclass
@@ -327,9 +329,11 @@ class AwsHarness:
     def _call_once(self, fn: Any, payload: Any, asynchronous: bool) -> tuple[bool, Any]:
         module_name, _, attr = fn.handler.rpartition(".")
         handler = getattr(importlib.import_module(module_name), attr)
-        record = Invocation(fn.function_name, payload, asynchronous=asynchronous)
+        record = Invocation(
+            fn.function_name, payload, asynchronous=asynchronous, thread=threading.get_ident()
+        )
         # One invocation at a time, as in a Lambda sandbox (module globals are per process there).
-        with self._lock, mock.patch.dict(os.environ, _env(fn)):
+        with self._lock, _environ(_env(fn)):
             self.invocations.append(record)
             context = _FakeContext(fn.function_name, int(fn.timeout or 3))
             record.memory_mb = int(getattr(fn, "memory_size", 128) or 128)
@@ -412,7 +416,7 @@ class AwsHarness:
     def store(self) -> Any:
         """The store as the functions see it (built from their environment)."""
         fn = _FunctionView(self.functions["api"], boto3.client("lambda"))
-        with self._lock, mock.patch.dict(os.environ, _env(fn)):
+        with self._lock, _environ(_env(fn)):
             return aws_config.services().store
 
     def history_kinds(self, instance_id: str) -> list[str]:
@@ -428,12 +432,14 @@ class _FunctionView:
     handler: str = ""
     environment_vars: dict[str, str] = field(default_factory=dict)
     timeout: int = 30
+    memory_size: int = 128
 
     def __post_init__(self) -> None:
         config = self.client.get_function_configuration(FunctionName=self.function_name)
         self.handler = config["Handler"]
         self.environment_vars = config.get("Environment", {}).get("Variables", {})
         self.timeout = config.get("Timeout", 30)
+        self.memory_size = config.get("MemorySize", 128)
 
 
 def _quote(value: str) -> str:
@@ -474,6 +480,26 @@ def _zip() -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("README.txt", "the handlers run in-process in tests")
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in os.environ, then put back just those keys.
+
+    Unlike ``mock.patch.dict``, which clears the whole environment before restoring it,
+    this never leaves a moment in which another thread (the state machine's, a waker,
+    the test polling boto3) finds ``AWS_DEFAULT_REGION`` and the rest missing.
+    """
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _env(fn: Any) -> dict[str, str]:
