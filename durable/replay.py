@@ -26,6 +26,12 @@ with none, it is buffered for the next wait on that name (so a wait that lost
 a ``ctx.any`` does not swallow it). At the end of a step the suspended
 generator is closed with every command ignored, so ``finally`` blocks never
 run later at garbage collection.
+
+A driver may keep it instead: :func:`replay_live` also returns a
+:class:`LiveRun`, and once the decision is committed, :func:`resume` goes on
+from it with the next inbox, costing only the new events however long the
+history is. Resuming decides exactly what replaying the history would (the
+property tests run both side by side); the engine stays pure either way.
 """
 
 from __future__ import annotations
