@@ -27,9 +27,11 @@ instance, each state as the definition says:
 Children's executions start when the orchestrator asks (``start_children``),
 idempotently by instance, as ``StartExecution`` with a fixed name is. Time is
 virtual and moves only when nothing else can happen (``RecoveryBackoff``
-takes none), asynchronous invocations run before any execution moves on, in
-the order of their attempts: a schedule's crashes then change no ordering,
-and its run is comparable, event for event, with the uninterrupted one.
+takes none); asynchronous invocations run in the order of their attempts,
+in the uninterrupted run before any execution moves on, in a crashed run
+interleaved at random with the executions' states (a Park racing the posts
+it waits for). Results then arrive in the same order, and a crashed run is
+comparable, event for event, with the uninterrupted one.
 
 Faults, from a seeded :class:`~tests.reliability.harness.FaultPlan`: every
 Lambda invocation gets its own :class:`AwsFaultyStore` view (one process),
@@ -99,6 +101,8 @@ ASYNC_TRIES = 3
 """Lambda runs an asynchronous event at most this often when the function fails."""
 REPORT_TRIES = 7
 """``ReportCrash``: one invocation and 6 retries."""
+INTERLEAVE = 0.5
+"""Chance that an execution moves ahead of waiting asynchronous invocations (crashed runs)."""
 CRASH = {"Error": "Crash", "Cause": "the activity Lambda died"}
 """What ``RunActivity``'s Catch passes to ``ReportCrash`` (``$.crash``)."""
 
@@ -117,7 +121,7 @@ class AwsFaultyStore(FaultyStore):
 
     def park(self, instance_id: str, token: str) -> bool:
         self._maybe_kill("park.before")
-        parked = self.inner.park(instance_id, token)  # type: ignore[attr-defined]
+        parked: bool = self.inner.park(instance_id, token)  # type: ignore[attr-defined]
         self._maybe_kill("park.after")
         return parked
 
@@ -233,6 +237,10 @@ class _Loop:
             execution = Execution(instance_id)
             self.executions[instance_id] = execution
             self.runnable.append(execution)
+
+    def interleave(self) -> bool:
+        """Whether an execution moves before the waiting asynchronous invocations run."""
+        return self.plan is not None and self.plan.rng.random() < INTERLEAVE
 
     def time_left(self) -> float:
         """The remaining time of one orchestrator invocation (constant: time is virtual)."""
@@ -460,7 +468,7 @@ def drive_aws(
                 inner.post(IID, EventMessage(event=name_, data=encode(data), received_at=EPOCH))
         pending_events = [(n, d) for n, d, when in case.events if when == "waiting"]
         for _ in range(MAX_ROUNDS):
-            if loop.invocations:
+            if loop.invocations and not (loop.runnable and loop.interleave()):
                 loop.run_invocation()
                 continue
             if loop.runnable:
