@@ -6,15 +6,15 @@ under a seeded crash schedule: Lambda invocations killed before or after
 orchestrator, in local activities, in activity invocations before and after
 the activity ran), orchestrator responses lost after their work, results
 delivered twice, orchestrators running out of time, executions handing over
-to successors. Then, as for the local drivers: the same results and the same
-history, event for event, as the uninterrupted run (the one in which the
+to successors. Then, as for the local drivers: the same results and, task by
+task, the same history, event for event, as the uninterrupted run (the one in which the
 activity invocations that were killed failed as crashed, which is what the
 state machine's ``ReportCrash`` makes of them), every history valid, no
 activity with a recorded outcome run again, nothing left unfinished.
 
-Default run: 9 examples x 4 seeds and 22 generated programs (local
-activities, children, events, timers, continue-as-new) x 3 seeds, about a
-minute on moto; ``python -m tests.reliability.long_run --aws`` runs more. A
+Default run: 9 examples x 4 seeds and 30 generated programs (local
+activities, children, events, timers, continue-as-new) x 3 seeds (126 schedules), about
+half a minute on moto; ``python -m tests.reliability.long_run --aws`` runs more. A
 failure names the case and seed and the command replaying just that schedule.
 """
 
@@ -31,7 +31,7 @@ from tests.reliability.harness import EXAMPLE_CASES, Case, Outcome, program_case
 
 BASE = 7_000
 SEEDS_PER_EXAMPLE = 4
-PROGRAMS = 22
+PROGRAMS = 30
 SEEDS_PER_PROGRAM = 3
 
 
