@@ -176,13 +176,17 @@ def test_a_runtime_closing_with_an_attempt_in_flight_hands_it_to_the_live_one(
     new_store: Callable[[], DynamoDBStore],
 ) -> None:
     first = Runtime(new_store(), workflows=(rel_presence_flow,))
-    second = Runtime(new_store(), workflows=(rel_presence_flow,))
+    second: Runtime | None = None
     try:
         iid = first.start(rel_presence_flow, "d", instance_id="handed")
-        _until(lambda: _runs["d"] == 1)
+        _until(lambda: _runs["d"] == 1)  # in flight on the first runtime
+        second = Runtime(new_store(), workflows=(rel_presence_flow,))
+        time.sleep(0.5)
+        assert _runs["d"] == 1
         first.close()  # abandons the attempt: its item is left expired
         assert second.wait(iid, timeout=20) == "done d"
     finally:
         first.close()
-        second.close()
+        if second is not None:
+            second.close()
     assert _runs["d"] == 2
