@@ -29,6 +29,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -169,9 +170,10 @@ def build_api(
         if text is None:
             return False, None
         try:
-            return True, json.loads(text)
+            value = json.loads(text, object_pairs_hook=_unique_keys)
         except (ValueError, RecursionError) as exc:
             raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
+        return True, value
 
     def object_body(allowed: tuple[str, ...]) -> dict[str, Any]:
         present, value = json_body()
@@ -187,7 +189,13 @@ def build_api(
         return value
 
     def query(name: str) -> str | None:
-        params = app.current_event.query_string_parameters or {}
+        event = app.current_event
+        repeated = (event.multi_value_query_string_parameters or {}).get(name)
+        if isinstance(repeated, list) and len(repeated) > 1:
+            raise ApiError(
+                422, "invalid", f"{name} is given {len(repeated)} times; give it once", name
+            )
+        params = event.query_string_parameters or {}
         value = params.get(name)
         return value if isinstance(value, str) else None
 
@@ -209,9 +217,11 @@ def build_api(
         text = query(name)
         if text is None:
             return default
-        if not text.strip().lstrip("-").isdigit() or not text.isascii():
+        match = _INTEGER.fullmatch(text)
+        if match is None:
             raise ApiError(422, "invalid", f"{name} must be an integer", name)
-        value = int(text)
+        # More digits than any bound has: out of range (int() refuses over 4,300 digits).
+        value = int(text) if len(match.group(1)) <= 20 else high + 1
         if not (low <= value <= high):
             raise ApiError(422, "invalid", f"{name} must be from {low} to {high}", name)
         return value
@@ -283,6 +293,7 @@ def build_api(
             except ValueError as exc:
                 raise ApiError(422, "invalid", str(exc), "instance_id") from None
         value = body.get("input")
+        _check_unicode(value, "input")
         _check_input(workflow, value)
         try:
             payload = encode_input(workflow, value)
@@ -387,6 +398,7 @@ def build_api(
         iid = instance_path(instance_id)
         name = path_text(event_name, "event name")
         _, data = json_body()
+        _check_unicode(data, "body")
         try:
             payload = encode(data, what=f"data of event {name!r}")
         except SerializationError as exc:
@@ -456,6 +468,37 @@ def build_api(
         return static(found)
 
     return app
+
+
+_INTEGER = re.compile(r"\s*-?0*([0-9]+)\s*", re.ASCII)
+"""A query parameter that is an integer: ASCII digits, an optional minus, blanks around."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (a repeated key is ambiguous: refused)."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+        found[key] = value
+    return found
+
+
+def _check_unicode(value: Any, field_name: str) -> None:
+    """422 if ``value`` holds a lone surrogate (JSON can spell one, ``"\\ud800"``; no
+    store can keep it, as it is not valid Unicode text)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        where = f"\\u{ord(exc.object[exc.start]):04x}"
+        raise ApiError(
+            422,
+            "invalid",
+            f"{field_name} is not valid Unicode text: it holds a lone surrogate ({where})",
+            field_name,
+        ) from None
+    except (ValueError, RecursionError):
+        pass  # encode() names what else is wrong
 
 
 def _schema(input_type: Any) -> dict[str, Any] | None:

@@ -44,7 +44,7 @@ from durable.history import (
 from durable.replay import ActivityWork, Decision
 from durable.runtime.activity import failed_result, run_activity
 from durable.runtime.clock import Clock, SystemClock, VirtualClock
-from durable.runtime.presence import Presence
+from durable.runtime.presence import open_presence
 from durable.runtime.start import check_instance_id, check_text, create_instance, encode_input
 from durable.runtime.step import DEFAULT_LIVE_RUNS, LiveRuns, step
 from durable.store import HistoryStore, open_store
@@ -111,7 +111,8 @@ class Runtime:
       does so at start-up when no other worker is alive on the store, as
       soon as it finds that another worker died (see
       :mod:`durable.runtime.presence`: a lock file per worker on a SQLite
-      file, this process's runtimes otherwise), and for an instance that has
+      file, a heartbeat item per worker on DynamoDB, this process's
+      runtimes otherwise), and for an instance that has
       seen no commit for ``orphan_after`` seconds.
 
     An attempt may therefore run twice only after a worker died, or when it
@@ -162,7 +163,7 @@ class Runtime:
         self._waiters = 0
         self._closed = False
         self._last_poll = 0.0
-        self._presence = Presence(self.store)
+        self._presence = open_presence(self.store)
         self._live_runs = LiveRuns(live_runs)
         unfinished = self.store.list_instances(
             status=[Status.PENDING, Status.RUNNING, Status.STUCK], limit=1_000_000
@@ -417,6 +418,7 @@ class Runtime:
     def _find_orphans(self, now: datetime) -> None:
         """Mark instances whose outstanding attempts may have been abandoned (holding the lock)."""
         try:
+            self._presence.refresh()
             _, died = self._presence.others()
             status = [Status.RUNNING] if not died else [Status.PENDING, Status.RUNNING]
             headers = self.store.list_instances(status=status, limit=1_000_000)

@@ -4,8 +4,11 @@ A :class:`~durable.runtime.local.Runtime` on a SQLite file creates
 ``<file>.workers/<pid>-<random>`` and holds an exclusive ``flock`` on it until
 it closes. The kernel releases the lock when the process dies, however it
 dies (SIGKILL included), so another worker that can take the lock knows the
-owner is gone, deletes the file and reports the death. Stores without a file
-(memory, DynamoDB) count the runtimes of this process only.
+owner is gone, deletes the file and reports the death. On a DynamoDB table
+every worker keeps a heartbeat item instead (see
+:mod:`durable.runtime.presence_dynamodb`); other stores without a file
+(memory) count the runtimes of this process only. :func:`open_presence`
+picks the kind by the store.
 
 This is what lets a worker tell an attempt that another live worker is
 running (leave it alone) from one abandoned by a dead worker (run it again).
@@ -18,7 +21,7 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 try:
     import fcntl
@@ -30,6 +33,35 @@ _LOCAL: dict[int, int] = {}
 """id(store) -> live runtimes on it in this process (stores without a file)."""
 _LOCAL_DEATHS: dict[int, int] = {}
 """id(store) -> runtimes on it that closed abandoning attempts (counted as deaths)."""
+
+
+class WorkerPresence(Protocol):
+    """What a Runtime needs to know about the other workers on its store."""
+
+    def refresh(self) -> None:
+        """Show that this worker is still alive (called often; cheap when nothing is due)."""
+        ...
+
+    def others(self) -> tuple[int, int]:
+        """``(alive, died)``: other workers alive now, and dead ones found (and forgotten) now."""
+        ...
+
+    def close(self, *, abandoned: bool = False) -> None:
+        """End this worker's presence (``abandoned``: it leaves attempts for others to adopt)."""
+        ...
+
+
+def open_presence(store: Any) -> WorkerPresence:
+    """This worker's presence on ``store``: a heartbeat item on a DynamoDB store (one with
+    ``table_name`` and ``client``, as :class:`~durable.store.dynamodb.DynamoDBStore`),
+    otherwise a lock file next to its file, or a count in this process."""
+    table = getattr(store, "table_name", None)
+    client = getattr(store, "client", None)
+    if isinstance(table, str) and client is not None:
+        from durable.runtime.presence_dynamodb import DynamoDBPresence
+
+        return DynamoDBPresence(client, table)
+    return Presence(store)
 
 
 class Presence:
@@ -61,6 +93,9 @@ class Presence:
             with _LOCAL_LOCK:
                 _LOCAL[self._key] = _LOCAL.get(self._key, 0) + 1
                 self._deaths_seen = _LOCAL_DEATHS.get(self._key, 0)
+
+    def refresh(self) -> None:
+        """Nothing to do: a held lock needs no refreshing."""
 
     def others(self) -> tuple[int, int]:
         """``(alive, died)``: other workers alive now, and dead ones found (and forgotten) now."""

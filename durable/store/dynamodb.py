@@ -1384,6 +1384,11 @@ class DynamoDBStore:
                 raise
         self._forget(i["s3"]["S"] for i in items if "s3" in i)
 
+    @property
+    def client(self) -> Any:
+        """The boto3 DynamoDB client (local runtimes keep their heartbeat items with it)."""
+        return self._db
+
     def close(self) -> None:
         """Nothing to release (boto3 clients close with the process)."""
 

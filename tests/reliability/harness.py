@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -269,6 +269,12 @@ def rel_work(key: str, fail: int) -> str:
     return f"{key}@{fail + 1}"
 
 
+@activity(name="rel_work_local", local=True)
+def rel_work_local(key: str, fail: int) -> str:
+    """``rel_work`` run inside the orchestrator on AWS (``local=True``)."""
+    return rel_work(key, fail)
+
+
 def _task(ctx: Context, op: dict[str, Any]) -> Task[Any]:
     if op["op"] == "sleep":
         return ctx.sleep(op["seconds"])
@@ -281,7 +287,8 @@ def _task(ctx: Context, op: dict[str, Any]) -> Task[Any]:
             initial_interval=timedelta(seconds=op["interval"]),
             backoff=2.0,
         )
-    return ctx.call(rel_work, op["key"], op["fail"], retry=retry)
+    work = rel_work_local if op.get("local") else rel_work
+    return ctx.call(work, op["key"], op["fail"], retry=retry)
 
 
 @workflow(name="rel_program")
@@ -339,12 +346,15 @@ def random_program(
     flaky: bool = True,
     events: bool = True,
     effects: bool = True,
+    local: bool = False,
     depth: int = 0,
 ) -> dict[str, Any]:
     """A random spec for ``rel_program`` (calls, retries, timers, groups, events, children, ...).
 
     ``flaky=False`` keeps every activity's outcome independent of its attempt
     number (for drivers that cannot tell the activity which attempt it runs).
+    ``local=True`` makes some calls local activities (run inside the AWS
+    orchestrator); without it the same seed gives the same spec as before.
     """
     counter = iter(range(10_000))
 
@@ -352,13 +362,16 @@ def random_program(
         fail = rng.choice([0, 0, 1, 2, 3]) if flaky else rng.choice([0, 0, 0, ALWAYS])
         if not can_fail:
             fail = 0
-        return {
+        op = {
             "op": "call",
             "key": f"k{depth}.{next(counter)}",
             "fail": fail,
             "attempts": rng.choice([1, 2, 3]),
             "interval": rng.choice([0, 1, 5]),
         }
+        if local and rng.random() < 0.3:
+            op["local"] = True
+        return op
 
     def sleep() -> dict[str, Any]:
         return {"op": "sleep", "seconds": rng.choice([0, 1, 7, 60])}
@@ -405,7 +418,9 @@ def random_program(
         elif kind == "event":
             ops.append(event())
         elif kind == "child":
-            child = random_program(rng, flaky=flaky, events=False, effects=effects, depth=1)
+            child = random_program(
+                rng, flaky=flaky, events=False, effects=effects, local=local, depth=1
+            )
             ops.append({"op": "child", "spec": child})
         else:
             ops.append({"op": kind})
@@ -483,20 +498,21 @@ EXAMPLE_CASES: tuple[Case, ...] = (
 CASES_BY_NAME = {case.name: case for case in EXAMPLE_CASES}
 
 
-def program_case(seed: int, *, steady: bool = False) -> Case:
+def program_case(seed: int, *, steady: bool = False, local: bool = False) -> Case:
     """The generated program of ``seed``: ``program-<seed>``, or ``steady-<seed>`` whose
-    results depend neither on attempt numbers nor on the clock (for the Runtime driver)."""
+    results depend neither on attempt numbers nor on the clock (for the Runtime driver),
+    or ``local-<seed>`` with some local activities (for the AWS driver)."""
     options: dict[str, Any] = {"flaky": False, "effects": False} if steady else {}
-    spec = random_program(random.Random(seed), **options)
-    name = f"{'steady' if steady else 'program'}-{seed}"
+    spec = random_program(random.Random(seed), local=local, **options)
+    name = f"{'steady' if steady else 'local' if local else 'program'}-{seed}"
     return Case(name, rel_program, spec, tuple(program_events(spec)))
 
 
 def case_named(name: str) -> Case:
-    """An example case by name, or ``program-<seed>`` / ``steady-<seed>``."""
+    """An example case by name, or ``program-<seed>`` / ``steady-<seed>`` / ``local-<seed>``."""
     kind, _, seed = name.partition("-")
-    if kind in ("program", "steady") and seed.isdigit():
-        return program_case(int(seed), steady=kind == "steady")
+    if kind in ("program", "steady", "local") and seed.isdigit():
+        return program_case(int(seed), steady=kind == "steady", local=kind == "local")
     return CASES_BY_NAME[name]
 
 
@@ -517,6 +533,8 @@ class Outcome:
     """Attempts that ran although their outcome was already recorded."""
     kills: list[str] = field(default_factory=list)
     duplicated: int = 0
+    path: Counter[str] = field(default_factory=Counter)
+    """What a driver went through besides kills (e.g. the AWS loop's states)."""
 
 
 def recorded_outcome(history: Sequence[Event], task_id: int, attempt: int) -> Event | None:

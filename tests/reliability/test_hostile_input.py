@@ -3,7 +3,14 @@
 Every case either raises a clear error and leaves the store unchanged, or
 ends the instance FAILED or STUCK with the reason in its status; none stops
 the worker: after all of them, one Runtime still runs a healthy instance.
-(The HTTP API does not exist yet; its cases belong with it.)
+
+The HTTP API (:mod:`durable.api`, called with API Gateway proxy events, on
+SQLite and on DynamoDB through moto) answers every hostile request (bodies
+that are not JSON or not the JSON asked for, 10 MB, 10,000 levels deep,
+lone surrogates, repeated keys; odd, control and invalid characters in ids
+and event names; events to finished or unknown instances; huge, negative,
+non-numeric and repeated query values) with a 4xx JSON error naming the
+problem, never a 5xx, and leaves every stored byte as it was.
 """
 
 from __future__ import annotations
@@ -12,9 +19,12 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from pydantic import BaseModel
@@ -30,6 +40,11 @@ from durable.errors import (
     WorkflowFailed,
 )
 from durable.history import InstanceStatus
+from durable.store.base import HistoryStore
+from tests.conftest import STORE_FACTORIES
+from tests.test_api import Api as ApiClient
+from tests.test_api import proxy_event
+from tests.test_api import snapshot as api_snapshot
 
 HERE = Path(__file__).resolve()
 WAIT = 60.0
@@ -409,3 +424,276 @@ def test_cli_refuses_bad_ids_events_and_targets(db: str) -> None:
     _refused(cli("signal", "done", "e", "--data", "[" * 100_000, "--db", db), "too deeply")
     _refused(cli("cancel", "done", "--db", db), "already ended")
     assert sorted(_instances(db)) == ["done"]
+
+
+# ----------------------------------------------------------------------------- HTTP API
+
+
+@workflow(name="rel_h_api_waits")
+def rel_h_api_waits(ctx: Context, label: str) -> Generator[Any, Any, Any]:
+    data = yield ctx.wait_for_event("go")
+    return [label, data]
+
+
+@dataclass
+class Http:
+    """The HTTP API on a store holding a waiting instance ``live`` and a finished one ``done``."""
+
+    api: ApiClient
+    store: HistoryStore
+
+
+def _http_store(kind: str, tmp: Path) -> Iterator[HistoryStore]:
+    if kind == "sqlite":
+        store: HistoryStore = SQLiteStore(tmp / "api.db")
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    with STORE_FACTORIES["dynamodb"](tmp) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module", params=["sqlite", "dynamodb"])
+def http(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Http]:
+    tmp = tmp_path_factory.mktemp(f"api-{request.param}")
+    for store in _http_store(request.param, tmp):
+        with Runtime(store, time_skipping=True) as runtime:
+            done = runtime.start(rel_h_echo, "finished", instance_id="done")
+            assert runtime.wait(done, timeout=WAIT) == "finished"
+            live = runtime.start(rel_h_api_waits, "waiting", instance_id="live")
+            deadline = time.monotonic() + WAIT
+            while (header := store.get(live)) is None or header.status != Status.RUNNING:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        logging.disable(logging.CRITICAL)  # a 5xx would log; the assertions below catch it
+        try:
+            yield Http(ApiClient(store), store)
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+TEN_MB_TEXT = json.dumps("x" * TEN_MB)
+DEEP_ARRAYS = "[" * 10_000 + "]" * 10_000
+DEEP_OBJECTS = '{"a":' * 10_000 + "1" + "}" * 10_000
+LONE = "%ED%A0%80"  # the UTF-8 bytes a lone surrogate (U+D800) would have
+GREET = {"input": {"order_id": "o1", "cents": 5}}
+
+# (method, path, JSON body or raw text, query, status, error code, words the message has)
+HOSTILE_REQUESTS: list[tuple[str, str, Any, dict[str, Any] | None, int, str, str]] = [
+    # Bodies that are not JSON, or not the JSON asked for.
+    ("POST", "/workflows/rel_h_typed", "raw:{not json", None, 400, "malformed_json", "not JSON"),
+    ("POST", "/workflows/rel_h_typed", "raw:\x00\x01", None, 400, "malformed_json", "not JSON"),
+    ("POST", "/workflows/rel_h_typed", [], None, 422, "invalid", "JSON object"),
+    ("POST", "/workflows/rel_h_typed", "text", None, 422, "invalid", "JSON object"),
+    ("POST", "/workflows/rel_h_typed", {"surprise": 1}, None, 422, "invalid", "unknown field"),
+    ("POST", "/workflows/rel_h_typed", {"input": "order"}, None, 422, "invalid", "input"),
+    (
+        "POST",
+        "/workflows/rel_h_typed",
+        {"input": {"order_id": 5, "cents": "lots"}},
+        None,
+        422,
+        "invalid",
+        "input.order_id",
+    ),
+    (
+        "POST",
+        "/workflows/rel_h_typed",
+        {**GREET, "instance_id": 7},
+        None,
+        422,
+        "invalid",
+        "instance_id must be a string",
+    ),
+    (
+        "POST",
+        "/workflows/rel_h_typed",
+        {**GREET, "instance_id": "a\x00b"},
+        None,
+        422,
+        "invalid",
+        "control characters",
+    ),
+    (
+        "POST",
+        "/workflows/rel_h_typed",
+        {**GREET, "instance_id": "x" * 300},
+        None,
+        422,
+        "invalid",
+        "limit is 256",
+    ),
+    (
+        "POST",
+        "/workflows/rel_h_typed",
+        'raw:{"input": {"order_id": "a", "cents": 1}, "input": 2}',
+        None,
+        400,
+        "malformed_json",
+        "appears twice",
+    ),
+    ("POST", "/workflows/rel_h_echo", "raw:" + TEN_MB_TEXT, None, 413, "payload_too_large", "over"),
+    ("POST", "/workflows/rel_h_echo", "raw:" + DEEP_ARRAYS, None, 400, "malformed_json", "depth"),
+    ("POST", "/workflows/rel_h_echo", "raw:" + DEEP_OBJECTS, None, 400, "malformed_json", "depth"),
+    ("POST", "/workflows/rel_h_echo", {"input": nested(150)}, None, 422, "invalid", "levels deep"),
+    (
+        "POST",
+        "/workflows/rel_h_echo",
+        'raw:{"input": "\\ud800"}',
+        None,
+        422,
+        "invalid",
+        "lone surrogate",
+    ),
+    (
+        "POST",
+        "/workflows/rel_h_echo",
+        'raw:{"input": {"\\udfff": 1}}',
+        None,
+        422,
+        "invalid",
+        "lone surrogate",
+    ),
+    (
+        "POST",
+        "/workflows/" + quote("no\x00such", safe=""),
+        {},
+        None,
+        404,
+        "not_found",
+        "no workflow",
+    ),
+    ("POST", f"/workflows/{LONE}", {}, None, 404, "not_found", "no workflow"),
+    # Events: bad bodies, finished and unknown instances, odd ids and names.
+    ("POST", "/instances/live/events/go", "raw:{", None, 400, "malformed_json", "not JSON"),
+    ("POST", "/instances/live/events/go", "raw:" + TEN_MB_TEXT, None, 413, "payload_too_large", ""),
+    ("POST", "/instances/live/events/go", "raw:" + DEEP_ARRAYS, None, 400, "malformed_json", ""),
+    ("POST", "/instances/live/events/go", "raw:" + DEEP_OBJECTS, None, 400, "malformed_json", ""),
+    ("POST", "/instances/live/events/go", nested(150), None, 422, "invalid", "levels deep"),
+    ("POST", "/instances/live/events/go", 'raw:"\\ud800"', None, 422, "invalid", "surrogate"),
+    ("POST", "/instances/live/events/go", 'raw:{"a": 1, "a": 2}', None, 400, "malformed_json", ""),
+    ("POST", "/instances/done/events/go", 1, None, 409, "finished", "already ended"),
+    ("POST", "/instances/done/events/" + quote("\x00\x1f", safe=""), 1, None, 409, "finished", ""),
+    ("POST", f"/instances/done/events/{LONE}", 1, None, 409, "finished", "already ended"),
+    ("POST", "/instances/done/events/" + quote("😀\u202e", safe=""), 1, None, 409, "finished", ""),
+    ("POST", "/instances/nope/events/go", 1, None, 404, "not_found", "no workflow instance"),
+    (
+        "POST",
+        "/instances/" + quote("a\x00b", safe="") + "/events/go",
+        1,
+        None,
+        404,
+        "not_found",
+        "",
+    ),
+    ("POST", "/instances/%7F/events/go", 1, None, 404, "not_found", "control characters"),
+    ("POST", f"/instances/{LONE}/events/go", 1, None, 404, "not_found", "no workflow instance"),
+    ("POST", "/instances/%20/events/go", 1, None, 404, "not_found", "non-empty"),
+    ("POST", "/instances/" + "x" * 300 + "/events/go", 1, None, 404, "not_found", "256"),
+    (
+        "POST",
+        "/instances/" + quote("e\u0301😀", safe="") + "/events/go",
+        1,
+        None,
+        404,
+        "not_found",
+        "",
+    ),
+    ("POST", "/instances/live/events/", 1, None, 404, "not_found", "no route"),
+    # Cancel, terminate, delete.
+    ("POST", "/instances/live/cancel", {"reason": 5}, None, 422, "invalid", "reason must be"),
+    ("POST", "/instances/live/cancel", [1], None, 422, "invalid", "JSON object"),
+    ("POST", "/instances/live/terminate", 'raw:{"reason": "\\udfff"}', None, 422, "invalid", ""),
+    ("POST", "/instances/done/cancel", None, None, 409, "finished", "cancel refused"),
+    ("POST", "/instances/done/terminate", None, None, 409, "finished", "terminate refused"),
+    ("POST", "/instances/nope/terminate", None, None, 404, "not_found", "no workflow instance"),
+    ("DELETE", "/instances/nope", None, None, 404, "not_found", "no workflow instance"),
+    ("DELETE", f"/instances/{LONE}", None, None, 404, "not_found", ""),
+    # Query values: huge, negative, not numbers, repeated.
+    ("GET", "/instances", None, {"limit": "1" + "0" * 30}, 422, "invalid", "limit must be from"),
+    ("GET", "/instances", None, {"limit": "9" * 5000}, 422, "invalid", "limit must be from"),
+    ("GET", "/instances", None, {"limit": "-1"}, 422, "invalid", "limit must be from"),
+    ("GET", "/instances", None, {"limit": "0"}, 422, "invalid", "limit must be from"),
+    ("GET", "/instances", None, {"limit": "--5"}, 422, "invalid", "limit must be an integer"),
+    ("GET", "/instances", None, {"limit": "1e3"}, 422, "invalid", "limit must be an integer"),
+    ("GET", "/instances", None, {"limit": "\u0663"}, 422, "invalid", "limit must be an integer"),
+    ("GET", "/instances", None, {"limit": ""}, 422, "invalid", "limit must be an integer"),
+    ("GET", "/instances", None, {"status": "BOGUS"}, 422, "invalid", "status must be among"),
+    ("GET", "/instances", None, {"workflow": "\udc80"}, 422, "invalid", "lone surrogate"),
+    ("GET", "/instances", None, {"limit": ["1", "2"]}, 422, "invalid", "limit is given 2 times"),
+    ("GET", "/instances", None, {"status": ["RUNNING", "COMPLETED"]}, 422, "invalid", "status is"),
+    ("GET", "/instances/live/history", None, {"after": "-5"}, 422, "invalid", "after must be"),
+    ("GET", "/instances/live/history", None, {"after": "1" + "0" * 40}, 422, "invalid", "after"),
+    ("GET", "/instances/live/history", None, {"after": "abc"}, 422, "invalid", "after"),
+    ("GET", "/instances/live/history", None, {"limit": "-1"}, 422, "invalid", "limit must be"),
+    ("GET", "/instances/live/history", None, {"run": "0"}, 422, "invalid", "run must be"),
+    ("GET", "/instances/live/history", None, {"run": "-1"}, 422, "invalid", "run must be"),
+    ("GET", "/instances/live/history", None, {"run": "2"}, 422, "invalid", "run must be"),
+    ("GET", "/instances/live/history", None, {"after": ["0", "1"]}, 422, "invalid", "after is"),
+    ("GET", "/instances/nope/history", None, None, 404, "not_found", "no workflow instance"),
+    ("GET", "/instances/live", None, {"wait": "1e309"}, 422, "invalid", "wait must be"),
+    ("GET", "/instances/live", None, {"wait": "9" * 5000}, 422, "invalid", "wait must be"),
+    ("GET", "/instances/live", None, {"wait": "-1"}, 422, "invalid", "wait must be"),
+    ("GET", "/instances/live", None, {"wait": "nan"}, 422, "invalid", "wait must be"),
+    ("GET", "/instances/live", None, {"wait": "inf"}, 422, "invalid", "wait must be"),
+    ("GET", "/instances/live", None, {"wait": "61"}, 422, "invalid", "wait must be"),
+    ("GET", "/instances/live", None, {"wait": ["0", "0"]}, 422, "invalid", "wait is given"),
+    ("GET", "/instances/" + quote("\x00", safe=""), None, None, 404, "not_found", "control"),
+]
+
+
+def _hostile_id(case: tuple[str, str, Any, dict[str, Any] | None, int, str, str]) -> str:
+    method, path, body, query, *_ = case
+    shown = path if len(path) <= 40 else path[:37] + "..."
+    extra = ""
+    if isinstance(body, str) and body.startswith("raw:"):
+        extra = f" raw[{len(body) - 4}]" if len(body) > 24 else f" {body}"
+    elif body is not None:
+        extra = " " + (json.dumps(body)[:30])
+    if query:
+        extra += " ?" + ",".join(f"{k}={str(v)[:12]}" for k, v in query.items())
+    return (method + " " + shown + extra).encode("ascii", "backslashreplace").decode()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "query", "status", "code", "words"),
+    HOSTILE_REQUESTS,
+    ids=[_hostile_id(case) for case in HOSTILE_REQUESTS],
+)
+def test_hostile_http_requests_get_a_clear_4xx_and_change_nothing(
+    http: Http,
+    method: str,
+    path: str,
+    body: Any,
+    query: dict[str, Any] | None,
+    status: int,
+    code: str,
+    words: str,
+) -> None:
+    before = api_snapshot(http.store)
+    raw = body[4:] if isinstance(body, str) and body.startswith("raw:") else None
+    text = raw if raw is not None else (None if body is None else json.dumps(body))
+    single = {k: (v[-1] if isinstance(v, list) else v) for k, v in (query or {}).items()}
+    event = proxy_event(method, path, text, single or None)
+    if query:  # as API Gateway passes them: the last value, and every value
+        event["multiValueQueryStringParameters"] = {
+            k: (v if isinstance(v, list) else [v]) for k, v in query.items()
+        }
+    result = http.api.app.resolve(event, {})
+    answer = json.loads(result["body"])
+    assert result["statusCode"] == status, answer
+    assert answer["error"] == code, answer
+    assert words in answer["message"], answer
+    assert "Traceback" not in result["body"]
+    assert api_snapshot(http.store) == before
+
+
+def test_the_api_still_serves_after_the_hostile_requests(http: Http) -> None:
+    code, answer = http.api.get("/instances/done")
+    assert code == 200 and answer["status"] == "COMPLETED" and answer["output"] == "finished"
+    code, answer = http.api.get("/instances", status="RUNNING")
+    assert code == 200 and [h["instance_id"] for h in answer["instances"]] == ["live"]
