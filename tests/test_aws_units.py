@@ -115,6 +115,33 @@ def test_hands_back_when_the_lambda_time_runs_low_and_resumes_with_recover() -> 
     assert second.next == "run" and second.local_attempts == 3
 
 
+@workflow(name="aws_units.local_pair")
+def local_pair(ctx: Context, _: None) -> Any:
+    return (yield ctx.all([ctx.call(local, 1), ctx.call(local, 2)]))
+
+
+def test_time_running_out_between_local_attempts_commits_what_ran_and_hands_back() -> None:
+    """A later attempt of one step is never started with no time left (it would fail at once)."""
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, local_pair, None, clock)
+    remaining = iter([100.0, 100.0, 9.0])  # the step, the first attempt, then too little
+
+    first = orchestrate(
+        store,
+        iid,
+        resolve=get_workflow,
+        clock=clock,
+        time_left=lambda: next(remaining, 9.0),
+    )
+
+    assert first.next == "continue" and first.recover and first.local_attempts == 1
+    kinds = [e.kind for e in store.history(iid)]
+    assert kinds.count("ActivityCompleted") == 1 and "ActivityFailed" not in kinds
+    second = _orchestrate(store, iid, clock, recover=True)
+    assert second.next == "succeed" and second.local_attempts == 1
+    assert store.get(iid).output == [2, 3]  # type: ignore[union-attr]
+
+
 def test_pure_timer_sleeps_for_the_seconds_to_the_timer() -> None:
     store, clock = MemoryStore(), VirtualClock()
     iid = _start(store, sleeper, None, clock)

@@ -206,6 +206,7 @@ def _orchestrate(
     recovering = recover
     steps = local_runs = 0
     outcomes: list[ActivityResult] = []  # local attempts run, recorded by the next commit
+    out_of_time = False
     while True:
         started = _monotonic()
         decision = step(
@@ -233,6 +234,9 @@ def _orchestrate(
             return _finished_status(decision.status, steps, local_runs)
         if decision.status == Status.STUCK:
             return LoopDecision("sleep", wait_seconds=STUCK_RETRY_SECONDS, steps=steps)
+        if out_of_time:
+            # What ran is committed; the next invocation starts the attempts that did not.
+            return LoopDecision("continue", recover=True, steps=steps, local_attempts=local_runs)
         if not (local or decision.more or decision.next_run is not None):
             now = clock.now()
             in_flight = [
@@ -250,6 +254,9 @@ def _orchestrate(
             # Anything scheduled but not yet run is in ``pending`` for the next call.
             return LoopDecision("continue", recover=True, steps=steps, local_attempts=local_runs)
         for item in local:
+            if time_left() < TIME_MARGIN_SECONDS:
+                out_of_time = True  # never start an attempt with no time to run it
+                break
             result = run_attempt(item, clock, time_left() - TIME_MARGIN_SECONDS)
             outcomes.append(result)
             obs.on_local_attempt(result)
