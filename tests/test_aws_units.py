@@ -124,7 +124,8 @@ def test_time_running_out_between_local_attempts_commits_what_ran_and_hands_back
     """A later attempt of one step is never started with no time left (it would fail at once)."""
     store, clock = MemoryStore(), VirtualClock()
     iid = _start(store, local_pair, None, clock)
-    remaining = iter([100.0, 100.0, 9.0])  # the step, the first attempt, then too little
+    # before the attempts, the first one's check and its limit; then too little for the second
+    remaining = iter([100.0, 100.0, 100.0, 9.0])
 
     first = orchestrate(
         store,
