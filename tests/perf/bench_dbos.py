@@ -21,9 +21,8 @@ from tests.perf.common import (
     Sizes,
     main,
     median_of,
-    rss_mb,
     scratch_dir,
-    w6_rows,
+    sleepers,
 )
 
 try:
@@ -127,20 +126,14 @@ def w4(report: Report, sizes: Sizes) -> None:
 
 
 def w6(report: Report, sizes: Sizes) -> None:
-    count = sizes.w6_instances
-    delays = [sizes.w6_min_sleep + sizes.w6_spread * i / count for i in range(count)]
     with _dbos("w6") as dbos:
-        before, _ = rss_mb()
-        started = time.perf_counter()
-        handles = [dbos.start_workflow(_fns["sleeper"], delay) for delay in delays]
-        launched = time.perf_counter() - started
-        for _ in handles:
-            _asleep.acquire()
-        all_asleep = time.perf_counter() - started
-        sleeping_rss, _ = rss_mb()
-        late = [float(h.get_result()) for h in handles]
-        _, peak = rss_mb()
-    w6_rows(report, count, sleeping_rss, peak, before, late, launched, all_asleep, sizes)
+        sleepers(
+            report,
+            sizes,
+            start=lambda delay: dbos.start_workflow(_fns["sleeper"], delay),
+            asleep=_asleep,
+            result=lambda handle: float(handle.get_result()),
+        )
 
 
 WORKLOADS = {"W1": w1, "W2": w2, "W4": w4, "W6": w6}

@@ -25,9 +25,8 @@ from tests.perf.common import (
     main,
     median_dict,
     median_of,
-    rss_mb,
     scratch_dir,
-    w6_rows,
+    sleepers,
 )
 
 
@@ -208,8 +207,6 @@ def w5(report: Report, sizes: Sizes) -> None:
 
 
 def w6(report: Report, sizes: Sizes) -> None:
-    count = sizes.w6_instances
-    delays = [sizes.w6_min_sleep + sizes.w6_spread * i / count for i in range(count)]
     asleep = threading.Semaphore(0)
 
     def on_step(instance_id: str, decision: Any) -> None:
@@ -218,21 +215,13 @@ def w6(report: Report, sizes: Sizes) -> None:
 
     with scratch_dir("w6") as folder, Runtime(_store(folder, "w6")) as rt:
         rt.add_listener(on_step)
-        before, _ = rss_mb()
-        started = time.perf_counter()
-        ids = [rt.start(sleeper, delay) for delay in delays]
-        launched = time.perf_counter() - started
-        for _ in ids:
-            asleep.acquire()
-        all_asleep = time.perf_counter() - started
-        sleeping_rss, _ = rss_mb()
-        late = _wait_all(rt, ids)
-        _, peak = rss_mb()
-    w6_rows(report, count, sleeping_rss, peak, before, late, launched, all_asleep, sizes)
-
-
-def _wait_all(rt: Runtime, ids: Sequence[str]) -> list[float]:
-    return [float(rt.wait(iid, timeout=600)) for iid in ids]
+        sleepers(
+            report,
+            sizes,
+            start=lambda delay: rt.start(sleeper, delay),
+            asleep=asleep,
+            result=lambda iid: float(rt.wait(iid, timeout=600)),
+        )
 
 
 WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6}
