@@ -219,9 +219,13 @@ def sleepers(
     note = f"started in {launched:.1f}s, all asleep after {all_asleep:.1f}s"
     if all_asleep > sizes.w6_min_sleep:
         note += " (after the first were due)"
-    if len(handles) < count:
-        report.add("W6", "started", len(handles), f"of {count:,}", note="start budget ran out")
+    budget = "" if len(handles) == count else f"the {sizes.w6_launch_budget:.0f}s budget ran out"
+    report.add("W6", "started", len(handles), f"of {count:,}", note=budget)
     report.add("W6", "RSS while all sleep", sleeping_rss, "MB", "lower", note)
+    per_instance = (sleeping_rss - before) * 1024 / max(1, len(handles))
+    report.add(
+        "W6", "RSS per sleeping instance", per_instance, "KB", "lower", "above the RSS before"
+    )
     report.add("W6", "peak RSS", peak, "MB", "lower", f"{before:.0f} MB before starting")
     report.add("W6", "fired", len(late), f"of {count:,}")
     report.add("W6", "lateness p50", percentile(late, 50), "s", "lower", "due -> resumed")
