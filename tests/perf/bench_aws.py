@@ -79,7 +79,7 @@ def w1(report: Report, sizes: Sizes) -> None:
             return time.perf_counter() - started
 
         seconds = median_of(sizes.small_runs, once)
-    report.add("W1", "steps/s", n / seconds, "steps/s", note="in memory")
+    report.add("W1", "steps/s", n / seconds, "steps/s")
     report.add("W1", "ms/step", seconds / n * 1000, "ms", "lower")
 
 
@@ -100,7 +100,7 @@ def w3(report: Report, sizes: Sizes) -> None:
 
         once(max(window + 1, n // 10))  # warm-up
         ms = median_dict(sizes.large_runs, once)
-    report.add("W3", "ms/step", ms["all"], "ms", "lower", "in memory")
+    report.add("W3", "ms/step", ms["all"], "ms", "lower")
     report.add("W3", f"ms/step, first {window} steps", ms["first"], "ms", "lower")
     report.add("W3", f"ms/step, last {window} steps", ms["last"], "ms", "lower")
     report.add("W3", "growth, last/first", ms["last"] / ms["first"], "x", "lower")

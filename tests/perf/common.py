@@ -223,12 +223,10 @@ def sleepers(
     report.add("W6", "started", len(handles), f"of {count:,}", note=budget)
     report.add("W6", "RSS while all sleep", sleeping_rss, "MB", "lower", note)
     per_instance = (sleeping_rss - before) * 1024 / max(1, len(handles))
-    report.add(
-        "W6", "RSS per sleeping instance", per_instance, "KB", "lower", "above the RSS before"
-    )
+    report.add("W6", "RSS per sleeping instance", per_instance, "KB", "lower")
     report.add("W6", "peak RSS", peak, "MB", "lower", f"{before:.0f} MB before starting")
     report.add("W6", "fired", len(late), f"of {count:,}")
-    report.add("W6", "lateness p50", percentile(late, 50), "s", "lower", "due -> resumed")
+    report.add("W6", "lateness p50", percentile(late, 50), "s", "lower")
     report.add("W6", "lateness p99", percentile(late, 99), "s", "lower")
     report.add("W6", "lateness max", max(late), "s", "lower")
 

@@ -266,7 +266,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"* {workload}: {WORKLOADS[workload]}")
     print()
     combined(reports)
-    print('\n"vs X": how many times better durable is than X (above 1: durable is better).')
+    print(
+        '\n"vs X": how many times better durable is than X (above 1: durable is better).'
+        " Lateness: from a timer's due time to its workflow resuming. RSS per sleeping"
+        " instance: (RSS while all sleep - RSS before starting) / instances."
+    )
     print()
     for line in DURABILITY:
         print(f"* {line}")
