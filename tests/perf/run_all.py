@@ -44,8 +44,8 @@ DURABILITY = [
     " every checkpoint fsynced); sync workflows on its thread pool; W4 fans out with"
     " Queue.enqueue (default 1 s queue polling).",
     "AWS local runner: DurableFunctionTestRunner with its default in-memory store: no disk"
-    " writes at all, so no durability (not equivalent; its optional SQLite store uses"
-    " synchronous=NORMAL).",
+    " writes at all, so no durability (not equivalent); the W1 synchronous=NORMAL row runs it"
+    " on its SQLiteExecutionStore (WAL, synchronous=NORMAL), beside ours with synchronous=NORMAL.",
 ]
 
 WORKLOAD_SIZES = {"W6": (Sizes.make(False).w6_instances, Sizes.make(True).w6_instances)}
