@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,9 @@ DURABILITY = [
 ]
 
 WORKLOAD_SIZES = {"W6": (Sizes.make(False).w6_instances, Sizes.make(True).w6_instances)}
+
+ROUNDED = {"W1", "W2"}
+"""Workloads short enough to run in several rounds, the systems taking turns (load varies)."""
 
 TIMEOUT = 1800  # seconds for one (system, workload) process
 
@@ -102,6 +106,29 @@ def run_one(module: str, workload: str, quick: bool, folder: Path) -> Report:
     report = Report.from_json(out.read_text())
     print(f"  {report.system} {workload}: {took:.1f}s", file=sys.stderr, flush=True)
     return report
+
+
+def merge(runs: Sequence[Report]) -> Report:
+    """One report from several rounds of the same workload: each figure's median."""
+    merged = Report(runs[0].system)
+    values: dict[tuple[str, str], list[float]] = {}
+    for report in runs:
+        for row in report.rows:
+            key = (row.workload, row.metric)
+            if key not in values:
+                values[key] = []
+                merged.rows.append(row)
+            if row.value is not None:
+                values[key].append(row.value)
+        for workload, why in report.not_run.items():
+            merged.not_run.setdefault(workload, why)
+    for row in merged.rows:
+        found = values[(row.workload, row.metric)]
+        row.value = statistics.median(found) if found else None
+    if merged.rows:  # a round that failed while others ran: their figures stand
+        measured = {workload for workload, _ in values}
+        merged.not_run = {w: why for w, why in merged.not_run.items() if w not in measured}
+    return merged
 
 
 def advantage(ours: Row, peer: Row | None, peer_rows: dict[tuple[str, str], Row]) -> str:
@@ -245,6 +272,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
     parser.add_argument("--no-peers", action="store_true", help="only durable's own figures")
     parser.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W3")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of W1 and W2, the systems taking turns; each figure is their median",
+    )
     args = parser.parse_args(argv)
     wanted = [w.strip().upper() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)
     systems = SYSTEMS[:1] if args.no_peers else SYSTEMS
@@ -252,10 +285,20 @@ def run(argv: Sequence[str] | None = None) -> int:
     reports: dict[str, list[Report]] = {name: [] for name, _, _, _ in systems}
     with tempfile.TemporaryDirectory(prefix="durable-perf-") as folder:
         for workload in wanted:
-            for name, module, has, _ in systems:
-                if workload in has:
-                    print(f"running {name} {workload} ...", file=sys.stderr, flush=True)
-                    reports[name].append(run_one(module, workload, args.quick, Path(folder)))
+            rounds = 1 if args.quick or workload not in ROUNDED else max(1, args.rounds)
+            found: dict[str, list[Report]] = {name: [] for name, _, _, _ in systems}
+            for round_ in range(rounds):
+                for name, module, has, _ in systems:
+                    if workload in has:
+                        print(
+                            f"running {name} {workload} (round {round_ + 1} of {rounds}) ...",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        found[name].append(run_one(module, workload, args.quick, Path(folder)))
+            for name, runs in found.items():
+                if runs:
+                    reports[name].append(merge(runs))
     total = time.perf_counter() - began
     print("\n## Benchmarks" + (" (--quick: small sizes, not comparable)" if args.quick else ""))
     print()
@@ -265,6 +308,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     for workload in wanted:
         print(f"* {workload}: {WORKLOADS[workload]}")
     print()
+    if not args.quick:
+        print(
+            f"Each figure: the median of 5 runs (W1, W5) or 3 (the others) after a warm-up, in a"
+            f" fresh process per system and workload; W1 and W2: the median of {args.rounds}"
+            " such rounds, the systems taking turns.\n"
+        )
     combined(reports)
     print(
         '\n"vs X": how many times better durable is than X (above 1: durable is better).'
