@@ -199,11 +199,30 @@ def w5(report: Report, sizes: Sizes) -> None:
 
         seconds = median_of(sizes.small_runs, replay_only)
         with_load = median_of(sizes.small_runs, load_and_replay)
+        # A second shape: one activity after the other (2 events each), a fifth as long.
+        steps = max(10, sizes.w5_events // 10)
+        seq_id = rt.start(sequence, steps)
+        rt.wait(seq_id)
+        seq_history = rt.history(seq_id)
+        sequential = median_of(sizes.small_runs, lambda: _timed_replay(sequence, seq_history))
     note = f"{shape[0]} x ctx.all of {shape[1]}; building it took {built:.1f}s"
     report.add(
         "W5", f"events/s ({len(history):,} events)", len(history) / seconds, "ev/s", note=note
     )
     report.add("W5", "events/s incl. loading from SQLite", len(history) / with_load, "ev/s")
+    report.add(
+        "W5",
+        f"events/s, sequential history ({len(seq_history):,} events)",
+        len(seq_history) / sequential,
+        "ev/s",
+        note=f"{steps:,} activities one after the other",
+    )
+
+
+def _timed_replay(wf: Any, history: Sequence[Any]) -> float:
+    started = time.perf_counter()
+    replay_history(wf, history)
+    return time.perf_counter() - started
 
 
 def w6(report: Report, sizes: Sizes) -> None:
