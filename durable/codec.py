@@ -140,6 +140,15 @@ def type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
         return {}
 
 
+@functools.lru_cache(maxsize=1024)
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    """``fn``'s signature, computed once (every replayed call checks its arguments against it)."""
+    try:
+        return inspect.signature(fn)
+    except ValueError:  # builtins without a signature: nothing to check
+        return None
+
+
 def encode_arguments(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], codec: Codec, what: str
 ) -> dict[str, Any]:
@@ -148,12 +157,12 @@ def encode_arguments(
     Raises:
         SerializationError: when the arguments do not fit ``fn``'s signature or codec.
     """
-    try:
-        inspect.signature(fn).bind(*args, **kwargs)
-    except TypeError as exc:
-        raise SerializationError(f"bad arguments for {what}: {exc}") from None
-    except ValueError:  # builtins without a signature: nothing to check
-        pass
+    signature = _signature(fn)
+    if signature is not None:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise SerializationError(f"bad arguments for {what}: {exc}") from None
     return {
         "args": [encode(a, codec, what=f"argument {i} of {what}") for i, a in enumerate(args)],
         "kwargs": {

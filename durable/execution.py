@@ -153,6 +153,8 @@ class Execution:
         self.children: dict[int, ChildTask[Any]] = {}
         self.child_ids: dict[int, str] = {}
         self.custom_status: Any = None
+        self.failures = 0
+        """Tasks settled with an error so far (see ``_evaluate``)."""
 
         self.new_events: list[Event] = []
         self.dispatch: list[ActivityWork] = []
@@ -487,13 +489,22 @@ class Execution:
         if task.done:
             return True
         if isinstance(task, AllTask):
-            failed = [t for t in task.tasks if self._evaluate(t) and t.failed]
-            if failed:
-                first = min(failed, key=_finish_order)
-                self._settle(task, error=first.exception, order=_finish_order(first))
-            elif all(t.done for t in task.tasks):
-                last = max((_finish_order(t) for t in task.tasks), default=self.order)
-                self._settle(task, value=[t._value for t in task.tasks], order=last)
+            tasks = task.tasks
+            done = task._done_prefix
+            while done < len(tasks) and self._evaluate(tasks[done]) and not tasks[done].failed:
+                done += 1
+            task._done_prefix = done
+            # The rest is searched for a failure only when one happened since the last search
+            # (a failure anywhere below starts with a failed task being settled).
+            if done < len(tasks) and task._failures_seen != self.failures:
+                task._failures_seen = self.failures
+                failed = [t for t in tasks[done:] if self._evaluate(t) and t.failed]
+                if failed:
+                    first = min(failed, key=_finish_order)
+                    self._settle(task, error=first.exception, order=_finish_order(first))
+            elif done == len(tasks):
+                last = max((_finish_order(t) for t in tasks), default=self.order)
+                self._settle(task, value=[t._value for t in tasks], order=last)
             return task.done
         if isinstance(task, AnyTask):
             finished = [t for t in task.tasks if self._evaluate(t)]
@@ -515,6 +526,7 @@ class Execution:
             self.order += 1
             order = self.order
         if error is not None:
+            self.failures += 1
             task._reject(error, order)
         else:
             task._resolve(value, order)

@@ -167,6 +167,11 @@ class AllTask(Task[list[T]]):
     def __init__(self, tasks: Sequence[Task[T]], *, name: str | None) -> None:
         super().__init__(name)
         self.tasks = list(tasks)
+        # Bookkeeping of the engine, so that checking a wide ``all`` after each result is O(1):
+        self._done_prefix = 0
+        """How many leading tasks are known to have succeeded."""
+        self._failures_seen = -1
+        """The engine's failure count when the tasks were last searched for a failure."""
 
     def describe(self) -> str:
         return f"all of {len(self.tasks)} tasks"
