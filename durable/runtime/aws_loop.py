@@ -48,6 +48,7 @@ from durable.history import (
     ChildScheduled,
     Event,
     InstanceStatus,
+    Message,
     Status,
 )
 from durable.runtime.activity import failed_result, resolve_activity, run_activity
@@ -183,9 +184,21 @@ def orchestrate(
     """
     if events >= hand_over_events:
         return LoopDecision("hand_over", recover=recover)
+    outcomes: list[Message] = []  # local attempts run, recorded by the next commit
     decision = _orchestrate(
-        store, instance_id, resolve, clock, time_left, recover, lost_after, observer, live_runs
+        store,
+        instance_id,
+        resolve,
+        clock,
+        time_left,
+        recover,
+        lost_after,
+        observer,
+        live_runs,
+        outcomes,
     )
+    for result in outcomes:  # not taken by a step (it was cut short, or STUCK): keep them
+        store.post(instance_id, result)
     decision.events_before = events
     return decision
 
@@ -200,19 +213,23 @@ def _orchestrate(
     lost_after: float,
     observer: Observer | None,
     live_runs: LiveRuns | None,
+    outcomes: list[Message],
 ) -> LoopDecision:
     obs = observer or Observer()
     remote: dict[ActivityRef, ActivityWork] = {}
     recovering = recover
     steps = local_runs = 0
-    outcomes: list[ActivityResult] = []  # local attempts run, recorded by the next commit
     out_of_time = False
     while True:
         started = _monotonic()
         decision = step(
-            store, instance_id, resolve, clock.now(), live_runs=live_runs, carried=outcomes
+            store,
+            instance_id,
+            resolve,
+            clock.now(),
+            live_runs=live_runs,
+            carried=outcomes,
         )
-        outcomes = []
         steps += 1
         if decision is None:
             return _finished(store.get(instance_id), steps, local_runs)

@@ -146,6 +146,8 @@ class Runtime:
         self._timers: list[tuple[datetime, str]] = []
         self._wake: dict[str, datetime] = {}
         self._attempts: dict[_AttemptKey, str] = {}
+        # Outcomes of attempts that finished, for the next step of their instance to commit.
+        self._outcomes: dict[str, list[Message]] = {}
         self._deadlines: list[tuple[datetime, _AttemptKey, ActivityWork]] = []
         self._recovering: set[str] = set()
         # Adoption of abandoned attempts (see the class docstring): instances whose
@@ -293,6 +295,9 @@ class Runtime:
             self._cond.notify_all()
         self._thread.join(timeout=10)
         self._live_runs.clear()
+        with self._cond:
+            held, self._outcomes = self._outcomes, {}
+        self._post_held(held)
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._cond:
             abandoned = bool(self._attempts)
@@ -479,6 +484,8 @@ class Runtime:
 
     def _step(self, instance_id: str) -> None:
         loaded: list[int] = []
+        with self._cond:
+            carried = self._outcomes.pop(instance_id, [])
         try:
             decision = step(
                 self.store,
@@ -487,6 +494,7 @@ class Runtime:
                 self.clock.now(),
                 on_load=lambda snapshot: loaded.append(snapshot.version),
                 live_runs=self._live_runs,
+                carried=carried,
             )
         except InstanceNotFoundError:
             self._recovering.discard(instance_id)
@@ -494,11 +502,17 @@ class Runtime:
             self._set_wake(instance_id, None)  # deleted meanwhile: forget it
             return
         except Exception:
+            self._hold(instance_id, carried)
             log.exception(
                 "step of instance %s failed; retrying in %ss", instance_id, _ERROR_BACKOFF
             )
             self._retry_later(instance_id)
             return
+        except BaseException:
+            self._hold(instance_id, carried)
+            raise
+        if decision is not None and not decision.status.is_terminal:
+            self._hold(instance_id, carried)  # not taken (a step cut short, STUCK): next time
         self._recovering.discard(instance_id)
         with self._cond:
             adopt = instance_id in self._orphans
@@ -579,8 +593,49 @@ class Runtime:
                 daemon=True,
             ).start()
 
+    def _post_held(self, held: dict[str, list[Message]]) -> None:
+        """Post outcomes no step committed, so that whoever resumes their instances has them.
+
+        Best effort: if the store fails, the rest are dropped and their attempts run again.
+        """
+        for instance_id, outcomes in held.items():
+            for outcome in outcomes:
+                try:
+                    self.store.post(instance_id, outcome)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException:  # a store that is gone (or a worker being torn down)
+                    log.exception("could not record results for %s on close", instance_id)
+                    return
+
+    def _hold(self, instance_id: str, outcomes: list[Message]) -> None:
+        """Keep outcomes a step did not commit for the instance's next step (before newer ones)."""
+        if outcomes:
+            with self._cond:
+                outcomes.extend(self._outcomes.pop(instance_id, []))
+                self._outcomes[instance_id] = outcomes
+
     def _deliver(self, key: _AttemptKey, message: ActivityResult) -> None:
-        """Post an attempt's outcome, then queue its instance (both before it leaves the table)."""
+        """Hand an attempt's outcome to the instance's next step, which commits it.
+
+        Held in memory, not posted: the step records it with the rest of its
+        decision in one commit. A crash before that commit loses it, and the
+        attempt runs again, as with a crash during the attempt. Once the
+        runtime is closing, outcomes are posted to the store instead.
+        """
+        instance_id = key[0]
+        with self._cond:
+            if not self._closed:
+                self._attempts.pop(key, None)
+                self._delivered.add(key)
+                self._outcomes.setdefault(instance_id, []).append(message)
+                self._enqueue_locked(instance_id)
+                self._cond.notify_all()
+                return
+        self._post_outcome(key, message)
+
+    def _post_outcome(self, key: _AttemptKey, message: ActivityResult) -> None:
+        """Post an outcome to the store, then queue its instance (both before it leaves the table)."""
         instance_id = key[0]
         try:
             # Until it is posted or this runtime closes: a result dropped here would

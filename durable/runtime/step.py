@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -92,7 +92,7 @@ def step(
     *,
     on_load: Callable[[Snapshot], None] | None = None,
     live_runs: LiveRuns | None = None,
-    carried: Sequence[Message] = (),
+    carried: list[Message] | None = None,
 ) -> Decision | None:
     """Advance one instance as far as it can go now; return what was decided.
 
@@ -104,9 +104,11 @@ def step(
     was made from. With ``live_runs``, the generator is kept between steps
     (see :class:`LiveRuns`). ``carried`` are messages that were never posted
     (results of activities this driver ran itself): the step takes them as
-    if they were in the inbox, so they are recorded by this step's one commit.
+    if they were in the inbox, so they are recorded by this step's one commit,
+    and removes from the list those it took (or dropped as stale). Those left
+    (a step cut short, an instance STUCK) are the driver's to keep or post.
     """
-    carried_ids = {m.id for m in carried}
+    carried_ids = {m.id for m in carried or ()}
     for _ in range(MAX_CONFLICT_RETRIES):
         snapshot, kept = _load(store, instance_id, resolve, live_runs)
         if on_load is not None:
@@ -128,10 +130,13 @@ def step(
                 decision, live = replay_live(
                     workflow, snapshot.history, inbox, now, instance_id=instance_id
                 )
+        taken: set[str] = set()
         if carried_ids:
+            taken = carried_ids.intersection(decision.consumed)
             decision.consumed = [i for i in decision.consumed if i not in carried_ids]
         if not _changes_anything(snapshot, decision):
             _keep(live_runs, instance_id, live, snapshot.version)
+            _take(carried, taken)
             return decision
         try:
             version = store.commit(decision, expected_version=snapshot.version)
@@ -142,8 +147,14 @@ def step(
             _keep(None, instance_id, live, 0)
             raise
         _keep(live_runs, instance_id, live, version)
+        _take(carried, taken)
         return decision
     raise ConflictError(instance_id, -1, None)
+
+
+def _take(carried: list[Message] | None, taken: set[str]) -> None:
+    if carried and taken:
+        carried[:] = [m for m in carried if m.id not in taken]
 
 
 def _load(

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from durable import Runtime, Status
-from durable.history import Message
+from durable.replay import Decision
 from durable.store import MemoryStore
 from tests.reliability.harness import (
     EXAMPLE_CASES,
@@ -128,8 +128,9 @@ def test_the_real_runtime_recovers_from_crash_schedules() -> None:
 
 
 class FlakyStore(MemoryStore):
-    """A memory store whose ``ready`` and ``post`` fail now and then, as a busy or full
-    disk makes SQLite fail (``database is locked``, ``disk I/O error``)."""
+    """A memory store whose ``ready`` and the commits recording activity results fail
+    now and then, as a busy or full disk makes SQLite fail (``database is locked``,
+    ``disk I/O error``)."""
 
     def __init__(self, failures: int) -> None:
         super().__init__()
@@ -147,15 +148,15 @@ class FlakyStore(MemoryStore):
         self._fail("ready")
         return super().ready(now, limit)
 
-    def post(self, instance_id: str, message: Message) -> bool:
-        if getattr(message, "kind", "") == "activity_result":
-            self._fail("post")
-        return super().post(instance_id, message)
+    def commit(self, decision: Decision, *, expected_version: int) -> int:
+        if any(e.kind == "ActivityCompleted" for e in decision.events):
+            self._fail("commit")
+        return super().commit(decision, expected_version=expected_version)
 
 
 def test_transient_store_errors_neither_stop_the_scheduler_nor_lose_a_result() -> None:
-    """A result that could not be posted for a while is posted later, in the same runtime;
-    a failing poll of ready instances does not end the scheduler thread."""
+    """A result whose step could not commit for a while is committed later, in the same
+    runtime; a failing poll of ready instances does not end the scheduler thread."""
     store = FlakyStore(failures=6)
     spec: dict[str, Any] = {
         "ops": [{"op": "call", "key": "a", "fail": 0, "attempts": 1, "interval": 0}]
@@ -168,7 +169,7 @@ def test_transient_store_errors_neither_stop_the_scheduler_nor_lose_a_result() -
             assert runtime._thread.is_alive()
     finally:
         logging.disable(logging.NOTSET)
-    assert store.failed["post"] == 6
+    assert store.failed["commit"] == 6
     assert store.failed["ready"] >= 1
     header = store.get(IID)
     assert header is not None and header.status == Status.COMPLETED
