@@ -14,6 +14,7 @@ Step Functions loop of the new instance). Routes::
     POST   /instances/{id}/terminate          body (optional): {"reason": ...}
     DELETE /instances/{id}
     GET    /openapi.json
+    GET    /swagger                            Swagger UI (inlined: works offline)
     GET    /                                  the status page (durable/ui), and its files under /ui/
 
 Every rejected request gets ``{"error": CODE, "message": ..., "field": ...}``
@@ -48,6 +49,7 @@ from durable.history import CancelMessage, EventMessage, Message, Status, Termin
 from durable.runtime.start import check_instance_id, check_text, create_instance, encode_input
 from durable.store.base import HistoryStore
 from durable.ui import Asset, asset, page
+from durable.ui.swagger import swagger_page
 from durable.workflow import Workflow, registered_workflows
 
 __all__ = ["MAX_BODY_BYTES", "ApiError", "Backend", "build_api"]
@@ -247,6 +249,14 @@ def build_api(
             return ""
         return f"https://{domain}/{stage}" if domain and stage else ""
 
+    def stage_prefix() -> str:
+        """``/STAGE`` when API Gateway put the stage in front of the path, else ``""``."""
+        ctx = app.current_event.raw_event.get("requestContext") or {}
+        stage, path = ctx.get("stage"), ctx.get("path")
+        if not isinstance(stage, str) or not stage or stage == "$default":
+            return ""
+        return f"/{stage}" if isinstance(path, str) and path.startswith(f"/{stage}/") else ""
+
     def links(iid: str) -> dict[str, str]:
         root = f"{base_url()}/instances/{quote(iid, safe='')}"
         return {
@@ -443,6 +453,18 @@ def build_api(
     def openapi() -> Response[str]:
         schema = app.get_openapi_json_schema(title="durable", version="1")
         return Response(status_code=200, content_type="application/json", body=schema)
+
+    @app.get("/swagger", include_in_schema=False)
+    def swagger() -> Response[str]:
+        schema = app.get_openapi_json_schema(title="durable", version="1")
+        if app.current_event.get_query_string_value("format") == "json":  # the page's own link
+            return Response(status_code=200, content_type="application/json", body=schema)
+        return Response(
+            status_code=200,
+            content_type="text/html; charset=utf-8",
+            body=swagger_page(schema, stage_prefix() or "/"),
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
 
     # ------------------------------------------------------------------ status page
 

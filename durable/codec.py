@@ -176,10 +176,8 @@ def decode_arguments(
 ) -> tuple[list[Any], dict[str, Any]]:
     """Rebuild the arguments encoded by :func:`encode_arguments`, typed by ``fn``'s hints."""
     hints = type_hints(fn)
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except ValueError:
-        params = []
+    signature = _signature(fn)
+    params = list(signature.parameters.values()) if signature is not None else []
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     args = []
     for i, raw in enumerate(payload.get("args", [])):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Generator, Iterator
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -417,6 +418,25 @@ def test_list_filters_by_status_and_workflow(running: Api) -> None:
 # ----------------------------------------------------------------------------- the rest
 
 
+def test_the_swagger_page_is_self_contained_and_knows_the_stage(api: Api) -> None:
+    event = proxy_event("GET", "/swagger", None)
+    event["requestContext"].update(stage="prod", path="/prod/swagger")
+
+    page = api.app.resolve(event, {})
+
+    assert page["statusCode"] == 200
+    assert page["multiValueHeaders"]["Content-Type"] == ["text/html; charset=utf-8"]
+    html = page["body"]
+    assert "SwaggerUIBundle" in html  # Swagger UI itself, inlined
+    assert not re.search(r"""(src|href)=['"]?https?://""", html)  # nothing from a CDN
+    assert '"/workflows/{name}"' in html and '"/instances/{instance_id}/history"' in html
+    assert '"url": "/prod"' in html  # requests from the page go through the stage
+    plain = api.app.resolve(proxy_event("GET", "/swagger", None), {})["body"]
+    assert '"url": "/"' in plain
+    code, spec = api.get("/swagger", format="json")
+    assert code == 200 and "/workflows/{name}" in spec["paths"]
+
+
 def test_unknown_routes_are_json_404s(api: Api) -> None:
     for method, path in (("GET", "/nowhere"), ("PUT", "/workflows/api_greet"), ("POST", "/")):
         code, _, body = api.call(method, path)
@@ -428,7 +448,7 @@ def test_the_status_page_is_served_with_relative_urls_and_kept_out_of_openapi(ap
     assert page["statusCode"] == 200
     assert page["multiValueHeaders"]["Content-Type"] == ["text/html; charset=utf-8"]
     html = page["body"]
-    for url in ("ui/style.css", "ui/app.js", "openapi.json"):
+    for url in ("ui/style.css", "ui/app.js", "swagger"):
         assert f'"{url}"' in html  # relative: the page also works under /STAGE/
     assert "http://" not in html and "https://" not in html and 'src="/' not in html
     for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
@@ -557,7 +577,8 @@ def test_fuzz_no_5xx_and_rejected_requests_change_nothing(
     assert code < 500, result
     content_type = (result.get("multiValueHeaders") or {}).get("Content-Type", [""])[0]
     if not content_type.startswith("application/json"):  # the status page's files
-        assert code == 200 and method == "GET" and (path == "/" or path.startswith("/ui/"))
+        page = path in ("/", "/swagger") or path.startswith("/ui/")
+        assert code == 200 and method == "GET" and page
         return
     answer = json.loads(result["body"])
     if code >= 400:

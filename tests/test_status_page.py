@@ -9,8 +9,10 @@ tests fail, they do not skip (CI installs both).
 
 from __future__ import annotations
 
+import json
 import textwrap
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -283,6 +285,35 @@ def test_raising_the_event_from_the_page_completes_the_instance(served: Server, 
     assert '"by": "ü <b>me</b>"' in page.locator("#output").inner_text()
     expect(page.locator("#timeline g.lane.wait path.mark.event")).to_have_count(1)
     expect(page.locator("#timeline g.lane.wait rect.bar.pending")).to_have_count(0)
+
+
+def test_the_swagger_page_renders_every_route_offline(
+    served: Server, page: Page, artifact: Callable[[str], Path]
+) -> None:
+    from playwright.sync_api import expect
+
+    outside: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            outside.append(request.url)
+            if not request.url.startswith(served.url) and not request.url.startswith("data:")
+            else None
+        ),
+    )
+    page.goto(served.url + "/")
+    with page.context.expect_page() as opened:
+        page.click("text=API")  # the link in the status page's header
+    swagger = opened.value
+    with urllib.request.urlopen(served.url + "/openapi.json", timeout=10) as answer:
+        spec = json.load(answer)
+    operations = sum(len(methods) for methods in spec["paths"].values())
+    expect(swagger.locator(".opblock")).to_have_count(operations, timeout=20_000)
+    expect(swagger.locator(".opblock-summary-path").first).to_be_visible()
+    paths = swagger.locator(".opblock-summary-path").all_inner_texts()
+    assert any("/workflows/{name}" in p.replace("\u200b", "") for p in paths), paths
+    swagger.screenshot(path=artifact("status-page/swagger-1280.png"))
+    assert outside == []
 
 
 def test_at_390px_nothing_overflows_the_viewport(

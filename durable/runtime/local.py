@@ -156,7 +156,9 @@ class Runtime:
         # delivered (never started again by it), and the version at which each
         # quiet instance was last checked (so that it is checked once per version).
         self._orphans: dict[str, int | None] = {}
-        self._delivered: set[_AttemptKey] = set()
+        self._delivered: dict[str, set[_AttemptKey]] = {}
+        self._stepped: dict[str, int] = {}  # steps per unfinished instance (see wait)
+        self._ends = 0  # instances this runtime saw end (see wait)
         self._checked: dict[str, int] = {}
         self._orphan_after = timedelta(seconds=orphan_after)
         self._last_sweep = _monotonic()
@@ -262,6 +264,8 @@ class Runtime:
             self._cond.notify_all()
         try:
             while True:
+                with self._cond:
+                    mark = self._progress(instance_id)
                 header = self.status(instance_id)
                 if header.status.is_terminal or (
                     header.status == Status.STUCK and not self._may_unstick(instance_id)
@@ -272,11 +276,22 @@ class Runtime:
                     raise TimeoutError(
                         f"instance {instance_id!r} is still {header.status} after {timeout}s"
                     )
+                # Read again once this runtime stepped the instance or ended one (it may
+                # be this one), or after a poll interval (another worker may have).
+                until = _monotonic() + min(_POLL_SECONDS, remaining or _POLL_SECONDS)
                 with self._cond:
-                    self._cond.wait(min(_POLL_SECONDS, remaining or _POLL_SECONDS))
+                    while self._progress(instance_id) == mark and not self._closed:
+                        left = until - _monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
         finally:
             with self._cond:
                 self._waiters -= 1
+
+    def _progress(self, instance_id: str) -> tuple[int | None, int]:
+        """What changes when this runtime steps ``instance_id`` or ends any (holding the lock)."""
+        return self._stepped.get(instance_id), self._ends
 
     def add_listener(self, listener: StepListener) -> None:
         """Call ``listener(instance_id, decision)`` after every step (from the scheduler thread)."""
@@ -539,6 +554,8 @@ class Runtime:
             self._dispatch(item)
         self._set_wake(instance_id, decision.wake_at)
         with self._cond:
+            if not decision.status.is_terminal:
+                self._stepped[instance_id] = self._stepped.get(instance_id, 0) + 1
             if decision.more or decision.next_run is not None:
                 self._enqueue_locked(instance_id)
             for child in decision.children:
@@ -551,12 +568,16 @@ class Runtime:
         """Drop what adoption remembers of an instance that ended or was deleted."""
         with self._cond:
             self._checked.pop(instance_id, None)
-            self._delivered = {k for k in self._delivered if k[0] != instance_id}
+            self._delivered.pop(instance_id, None)
+            self._stepped.pop(instance_id, None)
+            self._ends += 1
+            self._cond.notify_all()
 
     def _dispatch(self, work: ActivityWork) -> None:
         key = (work.instance_id, work.run, work.task_id, work.attempt)
         with self._cond:
-            if key in self._attempts or key in self._delivered or self._closed:
+            delivered = key in self._delivered.get(work.instance_id, ())
+            if key in self._attempts or delivered or self._closed:
                 return
             self._attempts[key] = _RUNNING
         try:
@@ -627,7 +648,7 @@ class Runtime:
         with self._cond:
             if not self._closed:
                 self._attempts.pop(key, None)
-                self._delivered.add(key)
+                self._delivered.setdefault(instance_id, set()).add(key)
                 self._outcomes.setdefault(instance_id, []).append(message)
                 self._enqueue_locked(instance_id)
                 self._cond.notify_all()
@@ -656,7 +677,7 @@ class Runtime:
         finally:
             with self._cond:
                 self._attempts.pop(key, None)
-                self._delivered.add(key)
+                self._delivered.setdefault(instance_id, set()).add(key)
                 self._enqueue_locked(instance_id)
                 self._cond.notify_all()
 
