@@ -157,7 +157,7 @@ class Runtime:
         # quiet instance was last checked (so that it is checked once per version).
         self._orphans: dict[str, int | None] = {}
         self._delivered: dict[str, set[_AttemptKey]] = {}
-        self._stepped: dict[str, int] = {}  # steps per unfinished instance (see wait)
+        self._stuck: dict[str, int] = {}  # STUCK steps per unfinished instance (see wait)
         self._ends = 0  # instances this runtime saw end (see wait)
         self._checked: dict[str, int] = {}
         self._orphan_after = timedelta(seconds=orphan_after)
@@ -276,8 +276,8 @@ class Runtime:
                     raise TimeoutError(
                         f"instance {instance_id!r} is still {header.status} after {timeout}s"
                     )
-                # Read again once this runtime stepped the instance or ended one (it may
-                # be this one), or after a poll interval (another worker may have).
+                # Read again once this runtime found the instance STUCK or saw one end (it
+                # may be this one), or after a poll interval (another worker may have).
                 until = _monotonic() + min(_POLL_SECONDS, remaining or _POLL_SECONDS)
                 with self._cond:
                     while self._progress(instance_id) == mark and not self._closed:
@@ -290,8 +290,9 @@ class Runtime:
                 self._waiters -= 1
 
     def _progress(self, instance_id: str) -> tuple[int | None, int]:
-        """What changes when this runtime steps ``instance_id`` or ends any (holding the lock)."""
-        return self._stepped.get(instance_id), self._ends
+        """What changes when this runtime finds ``instance_id`` STUCK or sees any instance end
+        (holding the lock): what ``wait`` waits for."""
+        return self._stuck.get(instance_id), self._ends
 
     def add_listener(self, listener: StepListener) -> None:
         """Call ``listener(instance_id, decision)`` after every step (from the scheduler thread)."""
@@ -554,8 +555,8 @@ class Runtime:
             self._dispatch(item)
         self._set_wake(instance_id, decision.wake_at)
         with self._cond:
-            if not decision.status.is_terminal:
-                self._stepped[instance_id] = self._stepped.get(instance_id, 0) + 1
+            if decision.status == Status.STUCK:
+                self._stuck[instance_id] = self._stuck.get(instance_id, 0) + 1
             if decision.more or decision.next_run is not None:
                 self._enqueue_locked(instance_id)
             for child in decision.children:
@@ -569,7 +570,7 @@ class Runtime:
         with self._cond:
             self._checked.pop(instance_id, None)
             self._delivered.pop(instance_id, None)
-            self._stepped.pop(instance_id, None)
+            self._stuck.pop(instance_id, None)
             self._ends += 1
             self._cond.notify_all()
 
