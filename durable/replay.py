@@ -168,16 +168,7 @@ def replay_live(
         return _terminated(started, history, inbox, now, instance_id, terminate.reason), None
 
     execution = Execution(workflow, history, now, instance_id)
-    try:
-        execution.replay_history()
-        consumed, more = execution.process(inbox)
-    except ReplayAborted:
-        execution.close()
-        return _stuck(execution, started, history), None
-    except BaseException:
-        execution.close()
-        raise
-    return _kept(execution, _decision(execution, started, consumed, more))
+    return _advance(execution, started, history, inbox, replay_first=True)
 
 
 def resume(
@@ -197,7 +188,21 @@ def resume(
         execution.close()
         return _terminated(started, history, inbox, now, live.instance_id, terminate.reason), None
     execution.continue_after(history, now)
+    return _advance(execution, started, history, inbox, replay_first=False)
+
+
+def _advance(
+    execution: Execution,
+    started: WorkflowStarted,
+    history: Sequence[Event],
+    inbox: Sequence[Message],
+    *,
+    replay_first: bool,
+) -> tuple[Decision, LiveRun | None]:
+    """Apply ``inbox`` (after replaying ``history`` if asked); the decision and the live run."""
     try:
+        if replay_first:
+            execution.replay_history()
         consumed, more = execution.process(inbox)
     except ReplayAborted:
         execution.close()
