@@ -19,7 +19,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from tests.perf.common import Report, Sizes, main, median_dict, median_of, scratch_dir
+from tests.perf.common import (
+    Report,
+    Sizes,
+    main,
+    median_dict,
+    median_of,
+    scratch_dir,
+    step_times,
+)
 
 try:
     from aws_durable_execution_sdk_python import DurableContext, durable_execution
@@ -108,10 +116,7 @@ def w3(report: Report, sizes: Sizes) -> None:
             _marks.clear()
             started = time.perf_counter()
             assert _run(runner, steps) == steps
-            seconds = time.perf_counter() - started
-            first = (_marks[window] - _marks[0]) / window
-            last = (_marks[steps - 1] - _marks[steps - 1 - window]) / window
-            return {"all": seconds / steps * 1000, "first": first * 1000, "last": last * 1000}
+            return step_times(_marks, time.perf_counter() - started, steps, window)
 
         once(max(window + 1, n // 10))  # warm-up
         ms = median_dict(sizes.large_runs, once)

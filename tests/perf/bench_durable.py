@@ -27,6 +27,7 @@ from tests.perf.common import (
     median_of,
     scratch_dir,
     sleepers,
+    step_times,
 )
 
 
@@ -146,10 +147,7 @@ def w3(report: Report, sizes: Sizes) -> None:
             _marks.clear()
             started = time.perf_counter()
             assert rt.wait(rt.start(timers, steps)) == steps
-            seconds = time.perf_counter() - started
-            first = (_marks[window] - _marks[0]) / window
-            last = (_marks[steps - 1] - _marks[steps - 1 - window]) / window
-            return {"all": seconds / steps * 1000, "first": first * 1000, "last": last * 1000}
+            return step_times(_marks, time.perf_counter() - started, steps, window)
 
         once(max(window + 1, n // 10))  # warm-up
         ms = median_dict(sizes.large_runs, once)

@@ -123,6 +123,13 @@ def median_of(runs: int, measure: Callable[[], float], *, warmup: bool = True) -
     return statistics.median(measure() for _ in range(runs))
 
 
+def step_times(marks: Sequence[float], seconds: float, steps: int, window: int) -> dict[str, float]:
+    """W3's ms/step overall, over the first ``window`` steps and over the last (from step marks)."""
+    first = (marks[window] - marks[0]) / window
+    last = (marks[steps - 1] - marks[steps - 1 - window]) / window
+    return {"all": seconds / steps * 1000, "first": first * 1000, "last": last * 1000}
+
+
 def median_dict(runs: int, measure: Callable[[], dict[str, float]]) -> dict[str, float]:
     """The per-key median of ``runs`` calls of ``measure`` (no warm-up: the caller does it)."""
     results = [measure() for _ in range(runs)]
