@@ -12,7 +12,6 @@ blocked in :meth:`Runtime.wait`.
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 import threading
 import time
@@ -57,7 +56,6 @@ StepListener = Callable[[str, Decision], None]
 """Called after every step that decided something: ``(instance_id, decision)``."""
 
 _POLL_SECONDS = 0.5
-_DELIVERY_BACKOFF_MAX = 1.0  # seconds between tries to post a result
 _SWEEP_SECONDS = 2.0  # real seconds between looks for abandoned attempts
 _ERROR_BACKOFF = 1.0  # seconds of real time before a step that raised is tried again
 _AttemptKey = tuple[str, int, int, int]  # instance, run, task id, attempt
@@ -624,6 +622,8 @@ class Runtime:
             for outcome in outcomes:
                 try:
                     self.store.post(instance_id, outcome)
+                except InstanceNotFoundError:
+                    break  # deleted meanwhile: nobody waits for these
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except BaseException:  # a store that is gone (or a worker being torn down)
@@ -647,40 +647,15 @@ class Runtime:
         """
         instance_id = key[0]
         with self._cond:
-            if not self._closed:
-                self._attempts.pop(key, None)
-                self._delivered.setdefault(instance_id, set()).add(key)
+            self._attempts.pop(key, None)
+            self._delivered.setdefault(instance_id, set()).add(key)
+            closed = self._closed
+            if not closed:
                 self._outcomes.setdefault(instance_id, []).append(message)
                 self._enqueue_locked(instance_id)
                 self._cond.notify_all()
-                return
-        self._post_outcome(key, message)
-
-    def _post_outcome(self, key: _AttemptKey, message: ActivityResult) -> None:
-        """Post an outcome to the store, then queue its instance (both before it leaves the table)."""
-        instance_id = key[0]
-        try:
-            # Until it is posted or this runtime closes: a result dropped here would
-            # leave its instance waiting for it until the next restart.
-            for attempt in itertools.count():
-                try:
-                    self.store.post(instance_id, message)
-                    return
-                except InstanceNotFoundError:
-                    return
-                except Exception:
-                    if self._closed:
-                        return
-                    log.exception(
-                        "could not record a result for %s (try %d)", instance_id, attempt + 1
-                    )
-                    time.sleep(min(_DELIVERY_BACKOFF_MAX, 0.05 * 2**attempt))
-        finally:
-            with self._cond:
-                self._attempts.pop(key, None)
-                self._delivered.setdefault(instance_id, set()).add(key)
-                self._enqueue_locked(instance_id)
-                self._cond.notify_all()
+        if closed:
+            self._post_held({instance_id: [message]})
 
 
 def run(
