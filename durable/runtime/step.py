@@ -141,10 +141,10 @@ def step(
         try:
             version = store.commit(decision, expected_version=snapshot.version)
         except ConflictError:
-            _keep(None, instance_id, live, 0)
+            _close(live)  # it stands for a commit that did not happen
             continue
         except BaseException:
-            _keep(None, instance_id, live, 0)
+            _close(live)
             raise
         _keep(live_runs, instance_id, live, version)
         _take(carried, taken)
@@ -188,12 +188,15 @@ def _load(
 
 
 def _keep(live_runs: LiveRuns | None, instance_id: str, live: LiveRun | None, version: int) -> None:
-    if live is None:
-        return
-    if live_runs is None:
-        live.close()
-    else:
+    if live is not None and live_runs is not None:
         live_runs.keep(instance_id, _Kept(live, version))
+    else:
+        _close(live)
+
+
+def _close(live: LiveRun | None) -> None:
+    if live is not None:
+        live.close()
 
 
 def _stuck_without_code(snapshot: Snapshot, error: DurableError, now: datetime) -> Decision:
