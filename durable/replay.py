@@ -114,11 +114,18 @@ class LiveRun:
     Resuming costs what the new input costs, however long the history is.
     """
 
-    def __init__(self, execution: Execution, events: Sequence[Event]) -> None:
+    def __init__(self, execution: Execution, events: Sequence[Event], *, resumed: bool) -> None:
         self._execution: Execution | None = execution
         self.workflow: Workflow[Any, Any] = execution.workflow
         self.instance_id = execution.instance_id
-        self.history: list[Event] = [*execution.history, *events]
+        history = execution.history
+        if resumed and isinstance(history, list):
+            # The list of the run this one was resumed from (used up): grow it in place,
+            # so that a step costs its new events, not a copy of the whole history.
+            history.extend(events)
+            self.history: list[Event] = history
+        else:
+            self.history = [*history, *events]  # the caller's sequence: never changed
 
     @property
     def run(self) -> int:
@@ -210,15 +217,17 @@ def _advance(
     except BaseException:
         execution.close()
         raise
-    return _kept(execution, _decision(execution, started, consumed, more))
+    return _kept(execution, _decision(execution, started, consumed, more), not replay_first)
 
 
-def _kept(execution: Execution, decision: Decision) -> tuple[Decision, LiveRun | None]:
+def _kept(
+    execution: Execution, decision: Decision, resumed: bool
+) -> tuple[Decision, LiveRun | None]:
     """The decision, and the run kept live if it goes on after it."""
     if execution.final is not None or decision.status != Status.RUNNING:
         execution.close()
         return decision, None
-    return decision, LiveRun(execution, decision.events)
+    return decision, LiveRun(execution, decision.events, resumed=resumed)
 
 
 def _decision(
