@@ -413,6 +413,28 @@ class DynamoDBStore:
             raise InstanceNotFoundError(instance_id)
         return meta
 
+    def _update_meta(
+        self,
+        instance_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> _Item | None:
+        """Update a header item if ``condition`` holds: the response, or None if it did not."""
+        try:
+            response: _Item = self._db.update_item(
+                TableName=self.table_name,
+                Key=_key(instance_id, _META),
+                **extra,
+                **_expr(UpdateExpression=update, ConditionExpression=condition, values=values),
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+            return None
+        return response
+
     def _header(self, meta: _Item) -> InstanceStatus:
         return InstanceStatus.model_validate_json(self._text(meta))
 
@@ -1010,19 +1032,7 @@ class DynamoDBStore:
                 return
         elif own_only:
             return
-        try:
-            self._db.update_item(
-                TableName=self.table_name,
-                Key=_key(iid, _META),
-                **_expr(
-                    UpdateExpression="REMOVE #intent, #parts, #phase",
-                    ConditionExpression="#intent = :tx",
-                    values={":tx": _s(tx)},
-                ),
-            )
-        except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
-                raise
+        self._update_meta(iid, "REMOVE #intent, #parts, #phase", "#intent = :tx", {":tx": _s(tx)})
         leftovers = list(self._partition(iid, f"x#{tx}#", f"x#{tx}#~", keys_only=True))
         self._batch_write([{"DeleteRequest": {"Key": _key(iid, i["sk"]["S"])}} for i in leftovers])
         self._forget(i["s3"]["S"] for i in leftovers if "s3" in i)
@@ -1041,21 +1051,13 @@ class DynamoDBStore:
             if op is not None:
                 batch.append(op)
                 size += op_size
-        try:
-            self._db.update_item(
-                TableName=self.table_name,
-                Key=_key(iid, _META),
-                **_expr(
-                    UpdateExpression="SET #phase = :two",
-                    ConditionExpression="#intent = :tx AND attribute_not_exists(#del)",
-                    values={":two": _n(2), ":tx": _s(tx)},
-                ),
-            )
-        except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
-                raise
-            return False
-        return True
+        done = self._update_meta(
+            iid,
+            "SET #phase = :two",
+            "#intent = :tx AND attribute_not_exists(#del)",
+            {":two": _n(2), ":tx": _s(tx)},
+        )
+        return done is not None
 
     def _replay_groups(self, iid: str, tx: str, meta: _Item, groups: list[dict[str, Any]]) -> bool:
         """Phase 2: children and deliveries; False if the intent is gone (someone else finished)."""
@@ -1212,20 +1214,14 @@ class DynamoDBStore:
         Raises:
             InstanceNotFoundError: unknown id.
         """
-        try:
-            self._db.update_item(
-                TableName=self.table_name,
-                Key=_key(instance_id, _META),
-                **_expr(
-                    UpdateExpression="SET #token = :token",
-                    ConditionExpression=f"{_OPEN} AND #posted = #consumed AND {_NOT_TERMINAL}",
-                    values={":token": _s(token), **_TERMINAL_VALUES},
-                ),
-            )
+        stored = self._update_meta(
+            instance_id,
+            "SET #token = :token",
+            f"{_OPEN} AND #posted = #consumed AND {_NOT_TERMINAL}",
+            {":token": _s(token), **_TERMINAL_VALUES},
+        )
+        if stored is not None:
             return True
-        except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
-                raise
         self._open_meta(instance_id)
         return False
 
@@ -1244,20 +1240,11 @@ class DynamoDBStore:
         )
         if "token" not in seen.get("Item", {}):
             return
-        try:
-            got = self._db.update_item(
-                TableName=self.table_name,
-                Key=_key(instance_id, _META),
-                ReturnValues="UPDATED_OLD",
-                **_expr(
-                    UpdateExpression="REMOVE #token",
-                    ConditionExpression="attribute_exists(#token)",
-                ),
-            )
-        except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
-                return
-            raise
+        got = self._update_meta(
+            instance_id, "REMOVE #token", "attribute_exists(#token)", ReturnValues="UPDATED_OLD"
+        )
+        if got is None:
+            return
         token = str(got["Attributes"]["token"]["S"])
         try:
             self._waker(token)
@@ -1337,19 +1324,10 @@ class DynamoDBStore:
     # ------------------------------------------------------------------ delete, close
 
     def delete(self, instance_id: str) -> bool:
-        try:
-            self._db.update_item(
-                TableName=self.table_name,
-                Key=_key(instance_id, _META),
-                **_expr(
-                    UpdateExpression="SET #del = :d",
-                    ConditionExpression=_OPEN,
-                    values={":d": _s(_ts(datetime.now(UTC)))},
-                ),
-            )
-        except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
-                raise
+        marked = self._update_meta(
+            instance_id, "SET #del = :d", _OPEN, {":d": _s(_ts(datetime.now(UTC)))}
+        )
+        if marked is None:
             meta = self._get_meta(instance_id)
             if meta is not None and "del" in meta:
                 self._purge(instance_id)  # finish what a crashed delete began
