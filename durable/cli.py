@@ -772,12 +772,7 @@ def cancel(
     token: TokenOption = None,
 ) -> None:
     """Ask an instance to cancel: the workflow sees Cancelled at its current yield."""
-    if endpoint:
-        _remote_post(_remote(endpoint, token), instance_id, "cancel", {"reason": reason})
-    else:
-        with _store(db) as store:
-            _post(store, instance_id, CancelMessage(reason=reason), "cancel")
-    _note(f"cancel requested for instance {instance_id}; it takes effect at its next step")
+    _request(instance_id, "cancel", CancelMessage(reason=reason), db, endpoint, token)
 
 
 @app.command()
@@ -790,12 +785,24 @@ def terminate(
     token: TokenOption = None,
 ) -> None:
     """End an instance at once, running no more of its code."""
+    _request(instance_id, "terminate", TerminateMessage(reason=reason), db, endpoint, token)
+
+
+def _request(
+    instance_id: str,
+    what: str,
+    message: CancelMessage | TerminateMessage,
+    db: str,
+    endpoint: str | None,
+    token: str | None,
+) -> None:
+    """Send a cancel or terminate request, to the API at ``endpoint`` or into the store."""
     if endpoint:
-        _remote_post(_remote(endpoint, token), instance_id, "terminate", {"reason": reason})
+        _remote_post(_remote(endpoint, token), instance_id, what, {"reason": message.reason})
     else:
         with _store(db) as store:
-            _post(store, instance_id, TerminateMessage(reason=reason), "terminate")
-    _note(f"terminate requested for instance {instance_id}; it takes effect at its next step")
+            _post(store, instance_id, message, what)
+    _note(f"{what} requested for instance {instance_id}; it takes effect at its next step")
 
 
 @app.command(name="list")
