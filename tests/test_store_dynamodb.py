@@ -873,3 +873,19 @@ def test_a_post_after_the_load_survives_a_commit_made_from_a_remembered_header(
 
     assert mine.load("a").inbox == []
     assert theirs.post("a", message("late")) is False
+
+
+def test_a_header_remembered_at_an_older_version_is_read_again_not_taken_for_a_conflict(
+    aws: Aws,
+) -> None:
+    mine, theirs = aws.store(), aws.store()
+    create(mine, "a")
+    mine.load("a")  # mine remembers version 1
+    advance(theirs, "a", event(1))  # version 2, through another store object
+    snapshot = theirs.load("a")
+
+    mine.commit(
+        decision_for(snapshot.history, "a", events=[event(2)]), expected_version=snapshot.version
+    )
+
+    assert [getattr(e, "value", None) for e in mine.history("a")] == [None, "event 1", "event 2"]
