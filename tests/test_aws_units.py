@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from durable import Context, activity, workflow
+from durable.errors import UnknownWorkflowError
 from durable.runtime.aws_config import execution_input, name_root
 from durable.runtime.aws_loop import (
     MAX_PARK_SECONDS,
@@ -141,6 +142,26 @@ def test_time_running_out_between_local_attempts_commits_what_ran_and_hands_back
     second = _orchestrate(store, iid, clock, recover=True)
     assert second.next == "succeed" and second.local_attempts == 1
     assert store.get(iid).output == [2, 3]  # type: ignore[union-attr]
+
+
+def test_outcomes_no_step_took_are_posted_before_the_orchestrator_returns() -> None:
+    """A local outcome the next step cannot take (the code is missing: STUCK) is kept."""
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, locals_then_remote, 1, clock)
+    resolvers = iter([get_workflow])
+
+    def resolve(name: str) -> Workflow[Any, Any]:
+        found = next(resolvers, None)
+        if found is None:
+            raise UnknownWorkflowError(name)
+        return found(name)
+
+    stuck = orchestrate(store, iid, resolve=resolve, clock=clock, time_left=lambda: 600.0)
+
+    assert stuck.next == "sleep" and stuck.local_attempts == 1
+    assert [m.kind for m in store.load(iid).inbox] == ["activity_result"]
+    resumed = _orchestrate(store, iid, clock)
+    assert resumed.next == "run" and resumed.local_attempts == 0  # not run again
 
 
 def test_pure_timer_sleeps_for_the_seconds_to_the_timer() -> None:

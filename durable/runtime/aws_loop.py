@@ -250,7 +250,9 @@ def _orchestrate(
         if decision.status.is_terminal:
             return _finished_status(decision.status, steps, local_runs)
         if decision.status == Status.STUCK:
-            return LoopDecision("sleep", wait_seconds=STUCK_RETRY_SECONDS, steps=steps)
+            return LoopDecision(
+                "sleep", wait_seconds=STUCK_RETRY_SECONDS, steps=steps, local_attempts=local_runs
+            )
         if out_of_time:
             # What ran is committed; the next invocation starts the attempts that did not.
             return LoopDecision("continue", recover=True, steps=steps, local_attempts=local_runs)
