@@ -142,6 +142,7 @@ class AwsHarness:
         self.crash_before: Callable[[str, Any], bool] = lambda function, payload: False
         self.outputs: dict[str, str] = {}
         self._lock = threading.RLock()
+        self._function_locks: dict[str, threading.Lock] = {}
         self._threads: list[threading.Thread] = []
         self._stack = contextlib.ExitStack()
         self.state_machine_arn = ""
@@ -332,8 +333,10 @@ class AwsHarness:
         record = Invocation(
             fn.function_name, payload, asynchronous=asynchronous, thread=threading.get_ident()
         )
-        # One invocation at a time, as in a Lambda sandbox (module globals are per process there).
-        with self._lock, _environ(_env(fn)):
+        # One invocation of a function at a time, as in a Lambda sandbox (module globals are
+        # per process there). Functions differ: the orchestrator waits on the activity function.
+        # Every function's environment is in os.environ from the start (see _create_stack).
+        with self._function_lock(fn.function_name), _environ(_env(fn)):
             self.invocations.append(record)
             context = _FakeContext(fn.function_name, int(fn.timeout or 3))
             record.memory_mb = int(getattr(fn, "memory_size", 128) or 128)
@@ -352,6 +355,10 @@ class AwsHarness:
                 record.seconds = time.monotonic() - started
                 record.done = True
         return True, result
+
+    def _function_lock(self, function_name: str) -> threading.Lock:
+        with self._lock:
+            return self._function_locks.setdefault(function_name, threading.Lock())
 
     def invocation_counts(self) -> Counter[str]:
         return Counter(self._kind(i.function) for i in self.invocations)

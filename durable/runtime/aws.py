@@ -1,21 +1,26 @@
-"""The Lambda handlers of the stack: orchestrator, activity, park, and the HTTP API.
+"""The Lambda handlers of the stack: orchestrator, activity, and the HTTP API.
 
-All four live in one code package and share :mod:`durable.runtime.aws_config`
+All three live in one code package and share :mod:`durable.runtime.aws_config`
 (environment, store, clients). The state machine (``infra/statemachine.asl.json``)
-calls them::
+has one working state::
 
-    Orchestrate ── orchestrator_handler({instance_id, events, recover}) -> {next, activities, ...}
-    RunActivities/Dispatch ── activity_handler({instance_id, run, task_id, attempt})
-    Park ── park_handler({instance_id, token})
+    Orchestrate ── orchestrator_handler({instance_id, token, entered, timeout, events, recover})
 
-and API Gateway (REST, IAM auth) calls ``api_handler``. Logging, tracing and
-metrics are aws-lambda-powertools': every log line carries ``instance_id``;
-metrics go out as CloudWatch embedded metric format.
+The orchestrator answers its own task token (go on, or sleep in the Sleep
+state), fails it with a ``durable.*`` error to end the loop, or parks it on
+the instance for whoever posts next. It runs activities itself: local ones
+in-process, the others by invoking ``activity_handler`` (waiting briefly, or
+asynchronously). API Gateway (REST, IAM auth) calls ``api_handler``. Logging,
+tracing and metrics are aws-lambda-powertools': every log line carries
+``instance_id``; metrics go out as CloudWatch embedded metric format.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -25,10 +30,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from durable.api import Backend, build_api
 from durable.decision import Decision
 from durable.errors import InstanceNotFoundError
-from durable.history import ActivityResult
-from durable.runtime.aws_config import Services, services, start_execution
+from durable.history import ActivityResult, message_to_json
+from durable.runtime.aws_config import Services, services, start_execution, wake_handle
+from durable.runtime.aws_dispatch import REPLY_MARGIN_SECONDS
 from durable.runtime.aws_loop import (
+    TIME_MARGIN_SECONDS,
     ActivityRef,
+    LoopDecision,
     Observer,
     error_summary,
     orchestrate,
@@ -36,7 +44,7 @@ from durable.runtime.aws_loop import (
 )
 from durable.runtime.step import LiveRuns
 
-__all__ = ["activity_handler", "api_handler", "orchestrator_handler", "park_handler"]
+__all__ = ["activity_handler", "api_handler", "orchestrator_handler"]
 
 logger = Logger(service="durable")
 tracer = Tracer(service="durable")
@@ -54,57 +62,149 @@ def _time_left(context: LambdaContext) -> float:
 
 # ----------------------------------------------------------------------------- orchestrator
 
+ENDINGS = {
+    "succeed": "durable.Succeeded",
+    "fail": "durable.Failed",
+    "hand_over": "durable.HandOver",
+}
+"""The errors the orchestrator fails its task with to end the loop (caught by the ASL)."""
+
 
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context(clear_state=True)
 def orchestrator_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Advance one instance as far as it goes now; return the small decision for ``Route``."""
+    """Advance one instance as far as it goes now, then answer the task token.
+
+    The event is the Orchestrate task's payload: ``instance_id``, ``token``,
+    ``entered`` and ``timeout`` (when the task times out), ``events`` and
+    ``recover``. What the returned summary says has already been done.
+    """
     instance_id = _instance_id(event)
+    token = event.get("token")
+    if not isinstance(token, str) or not token:
+        raise ValueError("the orchestrator needs the task token in 'token'")
     logger.append_keys(instance_id=instance_id)
     tracer.put_annotation("instance_id", instance_id)
     svc = services()
     recover = bool(event.get("recover", False))
     events = int(event.get("events", 0))
+    expiry = _task_expiry(event)
     if recover:
         logger.warning("recovering: dispatching every pending attempt again")
+
+    def time_left() -> float:
+        left = _time_left(context)
+        return left if expiry is None else min(left, expiry - time.time())
+
     tally = _Tally()
-    try:
-        decision = orchestrate(
-            svc.store,
-            instance_id,
-            resolve=svc.resolve,
-            clock=svc.clock,
-            time_left=lambda: _time_left(context),
-            recover=recover,
-            events=events,
-            hand_over_events=svc.settings.hand_over_events,
-            lost_after=svc.settings.activity_timeout + 60,
-            observer=Observer(
-                on_step=tally.step,
-                on_local_attempt=tally.local_attempt,
-                start_children=lambda ids: _start_children(svc, ids),
-            ),
-            live_runs=_live_runs,
-        )
-    except InstanceNotFoundError:
-        logger.error("instance does not exist (deleted?): ending its loop")
-        metrics.add_metric(name="MissingInstances", unit=MetricUnit.Count, value=1)
-        return {"next": "fail", "activities": [], "wait_seconds": 0, "events": 0, "recover": False}
+    dispatcher = svc.dispatcher if svc.settings.inline_seconds > 0 else None
+    while True:
+        try:
+            decision = orchestrate(
+                svc.store,
+                instance_id,
+                resolve=svc.resolve,
+                clock=svc.clock,
+                time_left=time_left,
+                recover=recover,
+                events=events,
+                hand_over_events=svc.settings.hand_over_events,
+                lost_after=svc.settings.activity_timeout + 60,
+                observer=Observer(
+                    on_step=tally.step,
+                    on_local_attempt=tally.local_attempt,
+                    start_children=lambda ids: _start_children(svc, ids),
+                ),
+                live_runs=_live_runs,
+                dispatcher=dispatcher,
+                inline_seconds=svc.settings.inline_seconds,
+            )
+        except InstanceNotFoundError:
+            logger.error("instance does not exist (deleted?): ending its loop")
+            metrics.add_metric(name="MissingInstances", unit=MetricUnit.Count, value=1)
+            decision = LoopDecision("fail")
+        done = _answer(svc, instance_id, token, decision, expiry)
+        tally.publish_decision(decision, done)
+        if done != "mail":
+            break
+        # Mail came in while parking: go on here rather than through the state machine.
+        recover, events = False, decision.events_before
+        if time_left() < TIME_MARGIN_SECONDS:
+            _succeed(svc, token, LoopDecision("continue", events_before=events).output())
+            break
     metrics.add_metric(name="Orchestrations", unit=MetricUnit.Count, value=1)
     tally.publish()
-    payload = decision.as_payload()
-    logger.info(
-        "orchestrated",
-        extra={
-            "next": decision.next,
-            "activities": len(decision.activities),
-            "wait_seconds": decision.wait_seconds,
-            "steps": decision.steps,
-            "local_attempts": decision.local_attempts,
-        },
-    )
-    return payload
+    return {**decision.as_payload(), "answer": done}
+
+
+def _answer(
+    svc: Services, instance_id: str, token: str, decision: LoopDecision, expiry: float | None
+) -> str:
+    """Answer the task token as ``decision`` says; what was done ("mail": nothing yet)."""
+    ending = ENDINGS.get(decision.next)
+    if ending is not None:
+        _fail(svc, token, ending, f"the loop ends: {decision.next}")
+        return ending
+    if decision.next == "continue":
+        _succeed(svc, token, decision.output())
+        return "continue"
+    if decision.next == "sleep":
+        _succeed(svc, token, decision.output(wait_seconds=decision.wait_seconds))
+        return "sleep"
+    if decision.next != "park":
+        raise ValueError(f"unknown loop decision {decision.next!r}")
+    if decision.activities:
+        svc.dispatcher.start(decision.activities)
+        metrics.add_metric(
+            name="ActivitiesStarted", unit=MetricUnit.Count, value=len(decision.activities)
+        )
+    wanted = decision.wait_seconds
+    if expiry is None or not _fits(expiry - time.time(), wanted):
+        # This task times out at the wrong time: park in a fresh one that times out right.
+        _succeed(svc, token, decision.output(timeout=wanted))
+        return "repark"
+    handle = wake_handle(token, decision.output(), deadline=expiry)
+    try:
+        parked = svc.store.park(instance_id, handle)
+    except InstanceNotFoundError:
+        _fail(svc, token, ENDINGS["fail"], "the instance was deleted")
+        return ENDINGS["fail"]
+    metrics.add_metric(name="Parks", unit=MetricUnit.Count, value=1)
+    return "park" if parked else "mail"
+
+
+def _fits(left: float, wanted: int) -> bool:
+    """Whether a task with ``left`` seconds to its timeout may park for a ``wanted``-second timer."""
+    return abs(left - wanted) <= max(2.0, wanted * 0.02)
+
+
+def _task_expiry(event: dict[str, Any]) -> float | None:
+    """When the Orchestrate task times out (epoch seconds), from its ``entered`` and ``timeout``."""
+    entered, timeout = event.get("entered"), event.get("timeout")
+    if not isinstance(entered, str) or not isinstance(timeout, int | float):
+        return None
+    try:
+        at = datetime.fromisoformat(entered.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.timestamp() + float(timeout)
+
+
+def _succeed(svc: Services, token: str, output: dict[str, Any]) -> None:
+    try:
+        svc.sfn.send_task_success(taskToken=token, output=json.dumps(output))
+    except (svc.sfn.exceptions.TaskTimedOut, svc.sfn.exceptions.InvalidToken):
+        logger.info("the task was answered or timed out already: the loop has moved on")
+
+
+def _fail(svc: Services, token: str, error: str, cause: str) -> None:
+    try:
+        svc.sfn.send_task_failure(taskToken=token, error=error, cause=cause)
+    except (svc.sfn.exceptions.TaskTimedOut, svc.sfn.exceptions.InvalidToken):
+        logger.info("the task was answered or timed out already: the loop has moved on")
 
 
 class _Tally:
@@ -134,6 +234,19 @@ class _Tally:
                 extra={"task_id": result.task_id, "attempt": result.attempt},
             )
 
+    def publish_decision(self, decision: LoopDecision, done: str) -> None:
+        logger.info(
+            "orchestrated",
+            extra={
+                "next": decision.next,
+                "answer": done,
+                "activities_started": len(decision.activities),
+                "wait_seconds": decision.wait_seconds,
+                "steps": decision.steps,
+                "local_attempts": decision.local_attempts,
+            },
+        )
+
     def publish(self) -> None:
         metrics.add_metric(name="Steps", unit=MetricUnit.Count, value=self.steps)
         # A step is load + replay + commit: what replaying costs, store round trips included.
@@ -159,62 +272,57 @@ def _start_children(svc: Services, child_ids: Sequence[str]) -> None:
 
 # ----------------------------------------------------------------------------- activity
 
+_REPLY_LIMIT_BYTES = 5 * 1024 * 1024  # a synchronous Lambda response holds 6 MB
+
 
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context(clear_state=True)
 def activity_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Run one attempt and post its outcome; a duplicate delivery changes nothing recorded.
+    """Run one attempt and record its outcome; a duplicate delivery changes nothing recorded.
 
-    With ``crash`` in the event (the invocation before died; Step Functions'
-    error and cause) the attempt is recorded as failed instead of run.
+    With ``reply_by`` in the event (epoch seconds: the orchestrator is waiting)
+    an attempt that finishes before it answers with its ``outcome`` instead of
+    posting it. With ``crash`` (the invocation before died: its error and
+    cause) the attempt is recorded as failed instead of run.
     """
     ref = ActivityRef.parse(event)
     logger.append_keys(instance_id=ref.instance_id, task_id=ref.task_id, attempt=ref.attempt)
     tracer.put_annotation("instance_id", ref.instance_id)
     svc = services()
     crash = event.get("crash")
+    raw_reply_by = event.get("reply_by")
+    reply_by: float | None = None
+    if isinstance(raw_reply_by, int | float) and not isinstance(raw_reply_by, bool):
+        reply_by = float(raw_reply_by)
+    waited_for = reply_by is not None
     result = run_referenced_attempt(
         svc.store,
         ref,
         svc.clock,
         limit=_time_left(context) - _ACTIVITY_TIME_MARGIN,
         crash=crash if isinstance(crash, dict) else None,
+        post=not waited_for,
     )
     metrics.add_metric(name="ActivityAttempts", unit=MetricUnit.Count, value=1)
     if result is None:
         logger.info("attempt already has an outcome (or its instance is gone): nothing run")
         return {"status": "skipped"}
+    status = "completed"
     if result.error is not None:
+        status = "failed"
         metrics.add_metric(name="ActivityFailures", unit=MetricUnit.Count, value=1)
         logger.warning("activity attempt failed: %s", error_summary(result.error))
-        return {"status": "failed"}
-    return {"status": "completed"}
-
-
-# ----------------------------------------------------------------------------- park
-
-
-@metrics.log_metrics
-@tracer.capture_lambda_handler
-@logger.inject_lambda_context(clear_state=True)
-def park_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Leave the task token for the next poster, or answer it now if mail is already waiting."""
-    instance_id = _instance_id(event)
-    token = event.get("token")
-    if not isinstance(token, str) or not token:
-        raise ValueError("park needs the task token in 'token'")
-    logger.append_keys(instance_id=instance_id)
-    svc = services()
-    try:
-        parked = svc.store.park(instance_id, token)
-    except InstanceNotFoundError:
-        parked = False
-    metrics.add_metric(name="Parks", unit=MetricUnit.Count, value=1)
-    if not parked:
-        logger.info("inbox not empty: waking the loop at once")
-        svc.wake(token)
-    return {"parked": parked}
+    if waited_for:
+        outcome = message_to_json(result)
+        if (
+            reply_by is not None
+            and time.time() < reply_by - REPLY_MARGIN_SECONDS
+            and (len(outcome) < _REPLY_LIMIT_BYTES)
+        ):
+            return {"status": status, "outcome": outcome}
+        svc.store.post(ref.instance_id, result)  # the orchestrator stopped waiting
+    return {"status": status}
 
 
 def _instance_id(event: dict[str, Any]) -> str:

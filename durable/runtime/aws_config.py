@@ -11,6 +11,9 @@ Every handler of the stack reads the same environment variables:
                        written by ``durable synth``/``deploy``)
 ``HAND_OVER_EVENTS``   orchestrator: the execution budget at which the loop hands over
 ``ACTIVITY_TIMEOUT``   orchestrator: the activity function's timeout in seconds
+``ACTIVITY_FUNCTION``  orchestrator: the activity function it invokes
+``INLINE_SECONDS``     orchestrator: how long it waits for activities it invoked (0: never
+                       waits, every activity round parks the loop)
 =====================  ==================================================================
 
 :func:`services` builds the store and clients once per warm Lambda container
@@ -23,20 +26,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import boto3
+from botocore.config import Config
 
 from durable.errors import ConfigurationError
 from durable.loader import load_modules
 from durable.runtime.clock import Clock, SystemClock
 from durable.store.base import HistoryStore
+
+if TYPE_CHECKING:
+    from durable.runtime.aws_dispatch import LambdaDispatcher
 from durable.workflow import Workflow, get_workflow
 
 Waker = Callable[[str], None]
@@ -68,6 +77,8 @@ class Settings:
     modules: tuple[str, ...]
     hand_over_events: int = 20_000
     activity_timeout: int = 900
+    activity_function: str | None = None
+    inline_seconds: float = 3.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -80,6 +91,8 @@ class Settings:
             modules=listed or registry_modules(),
             hand_over_events=_int_env("HAND_OVER_EVENTS", 20_000),
             activity_timeout=_int_env("ACTIVITY_TIMEOUT", 900),
+            activity_function=os.environ.get("ACTIVITY_FUNCTION") or None,
+            inline_seconds=_float_env("INLINE_SECONDS", 3.0),
         )
 
     def require_state_machine(self) -> str:
@@ -114,6 +127,17 @@ def _int_env(name: str, default: int) -> int:
         raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name) or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60:
+        raise ConfigurationError(f"{name} must be a number of seconds from 0 to 60, got {raw!r}")
+    return value
+
+
 def dynamodb_store(settings: Settings, waker: Waker) -> ParkingStore:
     """The production store: DynamoDB (``TABLE_NAME``), large payloads in S3 (``BUCKET``)."""
     from durable.store.dynamodb import DynamoDBStore
@@ -139,22 +163,83 @@ class Services:
     clock: Clock
     sfn: Any
     workflows: dict[str, Workflow[Any, Any]] = field(default_factory=dict)
+    _dispatcher: LambdaDispatcher | None = field(default=None, repr=False)
 
     def resolve(self, name: str) -> Workflow[Any, Any]:
         """The workflow registered as ``name`` (raises UnknownWorkflowError naming the known ones)."""
         return self.workflows.get(name) or get_workflow(name)
 
-    def wake(self, token: str) -> None:
+    def wake(self, handle: str) -> None:
         """Answer a parked loop; a token that already timed out or was answered is ignored."""
-        wake_with(self.sfn, token)
+        wake_with(self.sfn, handle)
+
+    @property
+    def dispatcher(self) -> LambdaDispatcher:
+        """Invokes the activity function (``ACTIVITY_FUNCTION``); built on first use."""
+        if self._dispatcher is None:
+            if not self.settings.activity_function:
+                raise ConfigurationError("ACTIVITY_FUNCTION is not set for this function")
+            from durable.runtime.aws_dispatch import REPLY_GRACE_SECONDS, LambdaDispatcher
+
+            waiting = boto3.client(
+                "lambda",
+                config=Config(
+                    read_timeout=self.settings.inline_seconds + REPLY_GRACE_SECONDS,
+                    retries={"total_max_attempts": 1},
+                    max_pool_connections=64,
+                ),
+            )
+            plain = boto3.client("lambda", config=Config(max_pool_connections=64))
+            self._dispatcher = LambdaDispatcher(
+                waiting, plain, self.settings.activity_function, self.clock
+            )
+        return self._dispatcher
 
 
-def wake_with(sfn: Any, token: str) -> None:
-    """``SendTaskSuccess`` for ``token``, ignoring tokens that are no longer waiting."""
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+"""An Orchestrate task's timeout when no timer bounds it (see aws_loop.MAX_PARK_SECONDS)."""
+WORKING_TIMEOUT_SECONDS = 960
+"""The shortest timeout a woken Orchestrate task gets: its Lambda (at most 15 minutes) always
+finishes inside it, so a second orchestrator never starts beside a working one."""
+
+
+def default_decision() -> dict[str, Any]:
+    """The ``$.decision`` of a fresh execution: nothing counted, no wait, a week's timeout."""
+    return {
+        "events": 0,
+        "recover": False,
+        "failures": 0,
+        "wait_seconds": 0,
+        "timeout": MAX_TIMEOUT_SECONDS,
+    }
+
+
+def wake_handle(token: str, output: dict[str, Any], deadline: float | None) -> str:
+    """What a parking orchestrator leaves on the instance for the next poster.
+
+    ``output`` is the next ``$.decision``; ``deadline`` (epoch seconds) is when
+    the parked task times out, kept for the woken task when it is far enough.
+    """
+    return json.dumps({"token": token, "output": output, "deadline": deadline})
+
+
+def wake_with(sfn: Any, handle: str, *, wall: Callable[[], float] = time.time) -> None:
+    """``SendTaskSuccess`` for a parked loop, ignoring tokens that are no longer waiting.
+
+    ``handle`` is a :func:`wake_handle`, or a bare task token (then the answer
+    is :func:`default_decision`).
+    """
+    token, output, deadline = handle, default_decision(), None
+    if handle.startswith("{"):
+        parsed = json.loads(handle)
+        token, output, deadline = parsed["token"], dict(parsed["output"]), parsed.get("deadline")
+    if deadline is not None:
+        left = math.ceil(float(deadline) - wall())
+        output["timeout"] = left if left >= WORKING_TIMEOUT_SECONDS else MAX_TIMEOUT_SECONDS
     try:
-        sfn.send_task_success(taskToken=token, output="{}")
+        sfn.send_task_success(taskToken=token, output=json.dumps(output))
     except sfn.exceptions.TaskTimedOut:
-        pass  # the Park already timed out: the loop is orchestrating anyway
+        pass  # the park already timed out: the loop is orchestrating anyway
     except sfn.exceptions.InvalidToken:
         pass  # answered before (a racing poster) or from an execution that ended
     except sfn.exceptions.TaskDoesNotExist:
@@ -233,7 +318,7 @@ def execution_input(instance_id: str, generation: int = 0) -> dict[str, Any]:
         "instance_id": instance_id,
         "name_root": name_root(instance_id),
         "generation": generation,
-        "decision": {"events": 0, "recover": False, "failures": 0},
+        "decision": default_decision(),
     }
 
 

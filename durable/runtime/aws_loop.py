@@ -1,16 +1,17 @@
 """The work of the loop's Lambdas, free of Lambda plumbing: orchestrate, run one attempt.
 
 The orchestrator steps an instance as long as work is immediately available
-(local activities, continue-as-new, a step cut short) and then tells the
-state machine what to do next with a small :class:`LoopDecision`::
+(local activities in-process, other activities in the activity Lambda while
+they answer quickly, continue-as-new, a step cut short) and then says what
+the loop does next with a small :class:`LoopDecision`::
 
-    next        what the Route state does
+    next        how the orchestrator answers its task token (see aws.py)
     --------    -------------------------------------------------------------
-    run         only activities are outstanding: run them all (Map), come back
     sleep       only timers: Wait wait_seconds, come back
-    park        anything else (events, children, timers with activities in
-                flight, nothing at all): start the activities without waiting,
-                Park until a message arrives or wait_seconds pass
+    park        anything else (events, children, activities still running,
+                timers alongside them, nothing at all): start the activities
+                listed, leave the token for whoever posts next; the task
+                times out after wait_seconds (the next timer, or a week)
     continue    come back at once (the Lambda's time ran low)
     hand_over   this execution's history is long enough: start a successor, end
     succeed     the instance completed      fail   it failed, was canceled or terminated
@@ -20,8 +21,8 @@ length (and time waited), which the orchestrator compares to the hand-over
 threshold at the start of every iteration, so the comparison costs no state
 transition of its own.
 
-Only small references to activity attempts travel through Step Functions;
-the activity Lambda reads the attempt from the history by reference.
+Only small references to activity attempts travel to the activity Lambda;
+it reads the attempt from the history by reference.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from durable.codec import ErrorInfo
 from durable.decision import ActivityWork, Decision
@@ -58,10 +59,13 @@ from durable.store.base import HistoryStore
 
 HAND_OVER_EVENTS = 20_000
 """Default hand-over threshold; Step Functions fails an execution at 25,000 history events."""
-MAX_ACTIVITIES_PER_ROUND = 500
-"""Attempts handed to one Map; more wait for the next round (keeps one iteration's events bounded)."""
+INLINE_MAX_ACTIVITIES = 32
+"""A round of at most this many activities is run by invoking the activity Lambda and waiting."""
+INLINE_SECONDS = 3.0
+"""How long the orchestrator waits for activities it invoked (512 MB waiting 3 s costs about one
+state transition); an attempt still running after that posts its own outcome."""
 MAX_WAIT_SECONDS = 7 * 24 * 3600
-"""The longest one Sleep or Park lasts: then the loop looks at the instance once more."""
+"""The longest one Sleep or park lasts: then the loop looks at the instance once more."""
 MAX_PARK_SECONDS = MAX_WAIT_SECONDS
 WAIT_SECONDS_PER_EVENT = 300 * 24 * 3600 // 20_000
 """Waiting this long weighs as much as one history event: an execution hands over after at
@@ -124,18 +128,34 @@ class LoopDecision:
     def weight(self) -> int:
         """What the iteration this decision leads to costs of the execution's budget.
 
-        About 20 history events per iteration plus 8 per Map item, and the
-        time it waits (see ``WAIT_SECONDS_PER_EVENT``), so that hand-over comes
-        before either the 25,000-event or the one-year limit of an execution.
+        About 20 history events per iteration (an Orchestrate task, a Wait, and
+        the second pass a park with a timer may take), and the time it waits
+        (see ``WAIT_SECONDS_PER_EVENT``), so that hand-over comes before either
+        the 25,000-event or the one-year limit of an execution.
         """
-        return 20 + 8 * len(self.activities) + math.ceil(self.wait_seconds / WAIT_SECONDS_PER_EVENT)
+        return 20 + math.ceil(self.wait_seconds / WAIT_SECONDS_PER_EVENT)
 
     @property
     def events(self) -> int:
         """The budget used once the iteration this decision leads to is over."""
         return self.events_before + self.weight
 
+    def output(self, *, wait_seconds: int = 0, timeout: int = MAX_PARK_SECONDS) -> dict[str, Any]:
+        """The answer to the task token: the next iteration's ``$.decision``.
+
+        ``wait_seconds`` is what the Sleep state waits; ``timeout`` bounds the
+        next Orchestrate task (its Lambda and its park).
+        """
+        return {
+            "events": self.events,
+            "recover": self.recover,
+            "failures": 0,
+            "wait_seconds": wait_seconds,
+            "timeout": timeout,
+        }
+
     def as_payload(self) -> dict[str, Any]:
+        """A summary for logs and tests."""
         return {
             "next": self.next,
             "activities": [asdict(ref) for ref in self.activities],
@@ -143,6 +163,19 @@ class LoopDecision:
             "events": self.events,
             "recover": self.recover,
         }
+
+
+class Dispatcher(Protocol):
+    """Runs activity attempts in the activity Lambda (see ``aws_dispatch``)."""
+
+    def call(self, works: Sequence[ActivityWork], seconds: float) -> list[ActivityResult | None]:
+        """Run ``works`` at once, waiting up to ``seconds`` for them.
+
+        One entry per work, in order: its outcome (a crash is a failed
+        outcome), or ``None`` when the attempt is still running; such an
+        attempt posts its own outcome and wakes the loop.
+        """
+        ...
 
 
 @dataclass
@@ -167,24 +200,30 @@ def orchestrate(
     lost_after: float = LOST_AFTER_SECONDS,
     observer: Observer | None = None,
     live_runs: LiveRuns | None = None,
+    dispatcher: Dispatcher | None = None,
+    inline_seconds: float = INLINE_SECONDS,
 ) -> LoopDecision:
     """Step ``instance_id`` while work is immediately available; say what the loop does next.
 
-    Local activities run here; each attempt's outcome is recorded by the
-    commit of the step that follows it (one checkpoint, never posted). With
-    ``recover`` (the previous orchestrator failed, maybe after its commit) the
-    attempts of the first step are all pending ones, not only new ones, and
-    the executions of unfinished children are started again (idempotently).
-    ``events`` is the execution's budget used so far: at ``hand_over_events``
-    nothing is stepped and the answer is ``hand_over`` (``recover`` carried over).
-    An attempt started ``lost_after`` seconds ago and still without outcome is
-    dispatched again; a Park waiting on attempts in flight times out by then.
-    ``live_runs`` (kept by a warm Lambda between invocations) lets a step resume
-    the workflow instead of replaying it.
+    Local activities run here. Other activities run in the activity Lambda
+    through ``dispatcher``: a round of at most ``INLINE_MAX_ACTIVITIES`` is
+    invoked and waited for up to ``inline_seconds``; what comes back in time is
+    recorded like a local attempt, by the commit of the step that follows it
+    (one checkpoint, never posted). Bigger rounds, or every round without a
+    dispatcher, are listed in a ``park`` decision for the caller to start.
+    With ``recover`` (the previous orchestrator failed, maybe after its commit)
+    the attempts of the first step are all pending ones, not only new ones,
+    and the executions of unfinished children are started again
+    (idempotently). ``events`` is the execution's budget used so far: at
+    ``hand_over_events`` nothing is stepped and the answer is ``hand_over``
+    (``recover`` carried over). An attempt started ``lost_after`` seconds ago
+    and still without outcome is dispatched again; a park waiting on attempts
+    in flight times out by then. ``live_runs`` (kept by a warm Lambda between
+    invocations) lets a step resume the workflow instead of replaying it.
     """
     if events >= hand_over_events:
         return LoopDecision("hand_over", recover=recover)
-    outcomes: list[Message] = []  # local attempts run, recorded by the next commit
+    outcomes: list[Message] = []  # attempts run, recorded by the next commit
     decision = _orchestrate(
         store,
         instance_id,
@@ -196,6 +235,8 @@ def orchestrate(
         observer,
         live_runs,
         outcomes,
+        dispatcher,
+        inline_seconds,
     )
     for result in outcomes:  # not taken by a step (it was cut short, or STUCK): keep them
         store.post(instance_id, result)
@@ -214,9 +255,12 @@ def _orchestrate(
     observer: Observer | None,
     live_runs: LiveRuns | None,
     outcomes: list[Message],
+    dispatcher: Dispatcher | None,
+    inline_seconds: float,
 ) -> LoopDecision:
     obs = observer or Observer()
     remote: dict[ActivityRef, ActivityWork] = {}
+    running: set[ActivityRef] = set()  # invoked here, still running: they post their outcome
     recovering = recover
     steps = local_runs = 0
     out_of_time = False
@@ -257,6 +301,18 @@ def _orchestrate(
             # What ran is committed; the next invocation starts the attempts that did not.
             return LoopDecision("continue", recover=True, steps=steps, local_attempts=local_runs)
         if not (local or decision.more or decision.next_run is not None):
+            seconds = min(inline_seconds, time_left() - TIME_MARGIN_SECONDS)
+            if dispatcher is not None and 0 < len(remote) <= INLINE_MAX_ACTIVITIES and seconds > 0:
+                works = list(remote.values())
+                remote.clear()
+                answers = dispatcher.call(works, seconds)
+                got = [answer for answer in answers if answer is not None]
+                running.update(
+                    ActivityRef.of(w) for w, a in zip(works, answers, strict=True) if a is None
+                )
+                outcomes.extend(got)
+                if got:
+                    continue  # step again with what came back
             now = clock.now()
             in_flight = [
                 w for w in decision.pending if ActivityRef.of(w) not in remote and not _is_local(w)
@@ -267,7 +323,11 @@ def _orchestrate(
                     store.history(instance_id), in_flight, now, lost_after
                 )
                 for item in lost:
-                    remote.setdefault(ActivityRef.of(item), item)
+                    if ActivityRef.of(item) not in running:
+                        remote.setdefault(ActivityRef.of(item), item)
+            if remote:  # started by the caller now: lost by then if still silent
+                started_now = now + timedelta(seconds=lost_after)
+                deadline = started_now if deadline is None else min(deadline, started_now)
             return _route(decision, list(remote), now, deadline, steps, local_runs)
         if time_left() < TIME_MARGIN_SECONDS:
             # Anything scheduled but not yet run is in ``pending`` for the next call.
@@ -311,26 +371,18 @@ def _route(
     steps: int,
     local_runs: int,
 ) -> LoopDecision:
-    def make(
-        next_: str, refs: list[ActivityRef], seconds: int = 0, recover: bool = False
-    ) -> LoopDecision:
-        return LoopDecision(next_, refs, seconds, recover, steps, local_runs)
-
-    if len(remote) > MAX_ACTIVITIES_PER_ROUND:
-        return make("run", remote[:MAX_ACTIVITIES_PER_ROUND], recover=True)
     wake = None if decision.wake_at is None else _seconds_until(decision.wake_at, now)
-    # Attempts already running (started before a park) wake us with their results, or are
-    # looked at again when they would be lost.
+    # Attempts running (started by us or before) wake us with their results, or are looked
+    # at again when they would be lost.
     lost = None if lost_at is None else _seconds_until(lost_at, now)
     if lost is not None:
         wake = lost if wake is None else min(wake, lost)
-    if decision.waits_on_others or lost is not None or (remote and wake is not None):
-        return make("park", remote, wake if wake is not None else MAX_PARK_SECONDS)
-    if remote:
-        return make("run", remote)
+    if decision.waits_on_others or lost is not None or remote:
+        seconds = wake if wake is not None else MAX_PARK_SECONDS
+        return LoopDecision("park", remote, seconds, False, steps, local_runs)
     if wake is not None:
-        return make("sleep", [], wake)
-    return make("park", [], MAX_PARK_SECONDS)
+        return LoopDecision("sleep", [], wake, False, steps, local_runs)
+    return LoopDecision("park", [], MAX_PARK_SECONDS, False, steps, local_runs)
 
 
 def _seconds_until(when: datetime, now: datetime) -> int:
@@ -423,12 +475,15 @@ def run_referenced_attempt(
     clock: Clock,
     limit: float | None,
     crash: dict[str, Any] | None = None,
+    *,
+    post: bool = True,
 ) -> ActivityResult | None:
     """Run the attempt ``ref`` names and post its outcome; ``None`` if there was nothing to run.
 
-    With ``crash`` (Step Functions' ``{"Error", "Cause"}`` of an invocation
-    that died) the attempt is not run but recorded as failed. Posting twice is
-    harmless: the engine keeps the first outcome of an attempt and drops the rest.
+    With ``crash`` (the ``{"Error", "Cause"}`` of an invocation that died) the
+    attempt is not run but recorded as failed. Posting twice is harmless: the
+    engine keeps the first outcome of an attempt and drops the rest. With
+    ``post=False`` the outcome is only returned (the caller records it).
     """
     try:
         history = store.history(ref.instance_id, run=ref.run)
@@ -442,7 +497,8 @@ def run_referenced_attempt(
         result = failed_result(work, ActivityCrashed(detail), clock.now())
     else:
         result = run_attempt(work, clock, limit)
-    store.post(ref.instance_id, result)
+    if post:
+        store.post(ref.instance_id, result)
     return result
 
 
