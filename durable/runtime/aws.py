@@ -34,10 +34,12 @@ from durable.history import ActivityResult, message_to_json
 from durable.runtime.aws_config import Services, services, start_execution, wake_handle
 from durable.runtime.aws_dispatch import REPLY_MARGIN_SECONDS
 from durable.runtime.aws_loop import (
+    ENDINGS,
     TIME_MARGIN_SECONDS,
     ActivityRef,
     LoopDecision,
     Observer,
+    answer_task,
     error_summary,
     orchestrate,
     run_referenced_attempt,
@@ -61,14 +63,6 @@ def _time_left(context: LambdaContext) -> float:
 
 
 # ----------------------------------------------------------------------------- orchestrator
-
-ENDINGS = {
-    "succeed": "durable.Succeeded",
-    "fail": "durable.Failed",
-    "hand_over": "durable.HandOver",
-}
-"""The errors the orchestrator fails its task with to end the loop (caught by the ASL)."""
-
 
 @metrics.log_metrics
 @tracer.capture_lambda_handler
@@ -98,6 +92,7 @@ def orchestrator_handler(event: dict[str, Any], context: LambdaContext) -> dict[
         return left if expiry is None else min(left, expiry - time.time())
 
     tally = _Tally()
+    answers = _TaskAnswers(svc, instance_id, token, expiry)
     dispatcher = svc.dispatcher if svc.settings.inline_seconds > 0 else None
     while True:
         try:
@@ -124,59 +119,53 @@ def orchestrator_handler(event: dict[str, Any], context: LambdaContext) -> dict[
             logger.error("instance does not exist (deleted?): ending its loop")
             metrics.add_metric(name="MissingInstances", unit=MetricUnit.Count, value=1)
             decision = LoopDecision("fail")
-        done = _answer(svc, instance_id, token, decision, expiry)
+        try:
+            done = answer_task(decision, answers)
+        except InstanceNotFoundError:
+            answers.fail(ENDINGS["fail"], "the instance was deleted")
+            done = ENDINGS["fail"]
         tally.publish_decision(decision, done)
         if done != "mail":
             break
         # Mail came in while parking: go on here rather than through the state machine.
         recover, events = False, decision.events_before
         if time_left() < TIME_MARGIN_SECONDS:
-            _succeed(svc, token, LoopDecision("continue", events_before=events).output())
+            answers.succeed(LoopDecision("continue", events_before=events).output())
             break
     metrics.add_metric(name="Orchestrations", unit=MetricUnit.Count, value=1)
     tally.publish()
     return {**decision.as_payload(), "answer": done}
 
 
-def _answer(
-    svc: Services, instance_id: str, token: str, decision: LoopDecision, expiry: float | None
-) -> str:
-    """Answer the task token as ``decision`` says; what was done ("mail": nothing yet)."""
-    ending = ENDINGS.get(decision.next)
-    if ending is not None:
-        _fail(svc, token, ending, f"the loop ends: {decision.next}")
-        return ending
-    if decision.next == "continue":
-        _succeed(svc, token, decision.output())
-        return "continue"
-    if decision.next == "sleep":
-        _succeed(svc, token, decision.output(wait_seconds=decision.wait_seconds))
-        return "sleep"
-    if decision.next != "park":
-        raise ValueError(f"unknown loop decision {decision.next!r}")
-    if decision.activities:
-        svc.dispatcher.start(decision.activities)
-        metrics.add_metric(
-            name="ActivitiesStarted", unit=MetricUnit.Count, value=len(decision.activities)
-        )
-    wanted = decision.wait_seconds
-    if expiry is None or not _fits(expiry - time.time(), wanted):
-        # This task times out at the wrong time: park in a fresh one that times out right.
-        _succeed(svc, token, decision.output(timeout=wanted))
-        return "repark"
-    handle = wake_handle(token, decision.output(), deadline=expiry)
-    try:
-        parked = svc.store.park(instance_id, handle)
-    except InstanceNotFoundError:
-        _fail(svc, token, ENDINGS["fail"], "the instance was deleted")
-        return ENDINGS["fail"]
-    metrics.add_metric(name="Parks", unit=MetricUnit.Count, value=1)
-    return "park" if parked else "mail"
+class _TaskAnswers:
+    """How the orchestrator answers its Orchestrate task (``TaskAnswers`` of aws_loop)."""
 
+    def __init__(self, svc: Services, instance_id: str, token: str, expiry: float | None) -> None:
+        self.svc, self.instance_id, self.token, self.expiry = svc, instance_id, token, expiry
 
-def _fits(left: float, wanted: int) -> bool:
-    """Whether a task with ``left`` seconds to its timeout may park for a ``wanted``-second timer."""
-    return abs(left - wanted) <= max(2.0, wanted * 0.02)
+    def succeed(self, output: dict[str, Any]) -> None:
+        try:
+            self.svc.sfn.send_task_success(taskToken=self.token, output=json.dumps(output))
+        except (self.svc.sfn.exceptions.TaskTimedOut, self.svc.sfn.exceptions.InvalidToken):
+            logger.info("the task was answered or timed out already: the loop has moved on")
+
+    def fail(self, error: str, cause: str) -> None:
+        try:
+            self.svc.sfn.send_task_failure(taskToken=self.token, error=error, cause=cause)
+        except (self.svc.sfn.exceptions.TaskTimedOut, self.svc.sfn.exceptions.InvalidToken):
+            logger.info("the task was answered or timed out already: the loop has moved on")
+
+    def start(self, refs: Sequence[ActivityRef]) -> None:
+        self.svc.dispatcher.start(refs)
+        metrics.add_metric(name="ActivitiesStarted", unit=MetricUnit.Count, value=len(refs))
+
+    def park(self, output: dict[str, Any]) -> bool:
+        handle = wake_handle(self.token, output, deadline=self.expiry)
+        metrics.add_metric(name="Parks", unit=MetricUnit.Count, value=1)
+        return self.svc.store.park(self.instance_id, handle)
+
+    def seconds_left(self) -> float | None:
+        return None if self.expiry is None else self.expiry - time.time()
 
 
 def _task_expiry(event: dict[str, Any]) -> float | None:
@@ -191,20 +180,6 @@ def _task_expiry(event: dict[str, Any]) -> float | None:
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     return at.timestamp() + float(timeout)
-
-
-def _succeed(svc: Services, token: str, output: dict[str, Any]) -> None:
-    try:
-        svc.sfn.send_task_success(taskToken=token, output=json.dumps(output))
-    except (svc.sfn.exceptions.TaskTimedOut, svc.sfn.exceptions.InvalidToken):
-        logger.info("the task was answered or timed out already: the loop has moved on")
-
-
-def _fail(svc: Services, token: str, error: str, cause: str) -> None:
-    try:
-        svc.sfn.send_task_failure(taskToken=token, error=error, cause=cause)
-    except (svc.sfn.exceptions.TaskTimedOut, svc.sfn.exceptions.InvalidToken):
-        logger.info("the task was answered or timed out already: the loop has moved on")
 
 
 class _Tally:

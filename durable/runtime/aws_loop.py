@@ -385,6 +385,72 @@ def _route(
     return LoopDecision("park", [], MAX_PARK_SECONDS, False, steps, local_runs)
 
 
+ENDINGS = {
+    "succeed": "durable.Succeeded",
+    "fail": "durable.Failed",
+    "hand_over": "durable.HandOver",
+}
+"""The errors the orchestrator fails its task with to end the loop (caught by the ASL)."""
+
+
+class TaskAnswers(Protocol):
+    """What the orchestrator can do with its Orchestrate task's token."""
+
+    def succeed(self, output: dict[str, Any]) -> None:
+        """``SendTaskSuccess``: ``output`` becomes the next ``$.decision``."""
+        ...
+
+    def fail(self, error: str, cause: str) -> None:
+        """``SendTaskFailure``: one of ``ENDINGS`` ends the loop."""
+        ...
+
+    def start(self, refs: Sequence[ActivityRef]) -> None:
+        """Invoke the activity Lambda asynchronously for each attempt."""
+        ...
+
+    def park(self, output: dict[str, Any]) -> bool:
+        """Leave the token (answered with ``output``) for the next poster; False if mail waits."""
+        ...
+
+    def seconds_left(self) -> float | None:
+        """Seconds until the task times out (None: unknown)."""
+        ...
+
+
+def answer_task(decision: LoopDecision, answers: TaskAnswers) -> str:
+    """Answer the Orchestrate task as ``decision`` says; what was done.
+
+    ``"mail"`` means nothing was answered: mail came in while parking, so the
+    caller orchestrates again. ``"repark"``: the task would time out at the
+    wrong time for the park's timer, so it is answered to go on into a fresh
+    task whose timeout is right (which then parks).
+    """
+    ending = ENDINGS.get(decision.next)
+    if ending is not None:
+        answers.fail(ending, f"the loop ends: {decision.next}")
+        return ending
+    if decision.next == "continue":
+        answers.succeed(decision.output())
+        return "continue"
+    if decision.next == "sleep":
+        answers.succeed(decision.output(wait_seconds=decision.wait_seconds))
+        return "sleep"
+    if decision.next != "park":
+        raise ValueError(f"unknown loop decision {decision.next!r}")
+    if decision.activities:
+        answers.start(decision.activities)
+    left = answers.seconds_left()
+    if left is None or not _fits(left, decision.wait_seconds):
+        answers.succeed(decision.output(timeout=decision.wait_seconds))
+        return "repark"
+    return "park" if answers.park(decision.output()) else "mail"
+
+
+def _fits(left: float, wanted: int) -> bool:
+    """Whether a task with ``left`` seconds to its timeout may park for a ``wanted``-second timer."""
+    return abs(left - wanted) <= max(2.0, wanted * 0.02)
+
+
 def _seconds_until(when: datetime, now: datetime) -> int:
     """Whole seconds to ``when``, rounded up so the timer is due on return; 1 to a week."""
     return min(MAX_WAIT_SECONDS, max(1, math.ceil((when - now).total_seconds())))
