@@ -78,6 +78,7 @@ class Invocation:
     function: str
     payload: Any
     error: str | None = None
+    result: Any = None
     asynchronous: bool = False
     done: bool = False
     seconds: float = 0.0
@@ -122,6 +123,8 @@ class AwsHarness:
     Args:
         park_real_seconds: real seconds a Park waits before its timeout fires.
         hand_over_events: the stack's ``HandOverEvents`` parameter (default: the template's).
+        inline_seconds: the stack's ``InlineSeconds`` parameter (default: the template's);
+            0 makes every activity round park the loop (asynchronous invocations).
 
     Everything is created from ``infra/template.yaml`` through moto CloudFormation.
     """
@@ -131,9 +134,11 @@ class AwsHarness:
         *,
         park_real_seconds: float = 30.0,
         hand_over_events: int | None = None,
+        inline_seconds: float | None = None,
     ) -> None:
         self.clock = VirtualClock()
         self.hand_over_events = hand_over_events
+        self.inline_seconds = inline_seconds
         self.park_real_seconds = park_real_seconds
         self.invocations: list[Invocation] = []
         self.fail_after: Callable[[str, Any], bool] = lambda function, payload: False
@@ -271,14 +276,12 @@ class AwsHarness:
                 {"ParameterKey": "CodeKey", "ParameterValue": "bundle.zip"},
                 {"ParameterKey": "WorkflowModules", "ParameterValue": MODULES},
                 *(
-                    [
-                        {
-                            "ParameterKey": "HandOverEvents",
-                            "ParameterValue": str(self.hand_over_events),
-                        }
-                    ]
-                    if self.hand_over_events is not None
-                    else []
+                    {"ParameterKey": key, "ParameterValue": str(value)}
+                    for key, value in (
+                        ("HandOverEvents", self.hand_over_events),
+                        ("InlineSeconds", self.inline_seconds),
+                    )
+                    if value is not None
                 ),
             ],
             Capabilities=["CAPABILITY_IAM"],
@@ -346,6 +349,7 @@ class AwsHarness:
                 if self.crash_before(self._kind(fn.function_name), payload):
                     raise TimeoutError("injected: the sandbox died before the handler ran")
                 result = handler(payload, context)
+                record.result = result
                 if self.fail_after(self._kind(fn.function_name), payload):
                     raise RuntimeError("injected: the sandbox died after the handler returned")
             except Exception as exc:
@@ -359,6 +363,29 @@ class AwsHarness:
     def _function_lock(self, function_name: str) -> threading.Lock:
         with self._lock:
             return self._function_locks.setdefault(function_name, threading.Lock())
+
+    def answers(self) -> list[str]:
+        """How each orchestrator invocation answered its task (sleep, park, ...), in order."""
+        return [
+            str(answer)
+            for i in self.invocations
+            if self._kind(i.function) == "orchestrator" and isinstance(i.result, dict)
+            for answer in i.result.get("answers", [])
+        ]
+
+    def states_entered(self) -> Counter[str]:
+        """How often each state was entered, over every execution (the billed transitions)."""
+        sfn = boto3.client("stepfunctions")
+        entered: Counter[str] = Counter()
+        for execution in self.executions():
+            pages = sfn.get_paginator("get_execution_history").paginate(
+                executionArn=execution["executionArn"]
+            )
+            for page in pages:
+                for event in page["events"]:
+                    if event["type"].endswith("StateEntered"):
+                        entered[event["stateEnteredEventDetails"]["name"]] += 1
+        return entered
 
     def invocation_counts(self) -> Counter[str]:
         return Counter(self._kind(i.function) for i in self.invocations)

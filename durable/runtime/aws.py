@@ -64,6 +64,7 @@ def _time_left(context: LambdaContext) -> float:
 
 # ----------------------------------------------------------------------------- orchestrator
 
+
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context(clear_state=True)
@@ -72,7 +73,9 @@ def orchestrator_handler(event: dict[str, Any], context: LambdaContext) -> dict[
 
     The event is the Orchestrate task's payload: ``instance_id``, ``token``,
     ``entered`` and ``timeout`` (when the task times out), ``events`` and
-    ``recover``. What the returned summary says has already been done.
+    ``recover``. What the returned summary says has already been done; its
+    ``answers`` are what :func:`~durable.runtime.aws_loop.answer_task` did, in
+    order (more than one when mail came in while parking).
     """
     instance_id = _instance_id(event)
     token = event.get("token")
@@ -94,6 +97,7 @@ def orchestrator_handler(event: dict[str, Any], context: LambdaContext) -> dict[
     tally = _Tally()
     answers = _TaskAnswers(svc, instance_id, token, expiry)
     dispatcher = svc.dispatcher if svc.settings.inline_seconds > 0 else None
+    done_all: list[str] = []
     while True:
         try:
             decision = orchestrate(
@@ -125,16 +129,18 @@ def orchestrator_handler(event: dict[str, Any], context: LambdaContext) -> dict[
             answers.fail(ENDINGS["fail"], "the instance was deleted")
             done = ENDINGS["fail"]
         tally.publish_decision(decision, done)
+        done_all.append(done)
         if done != "mail":
             break
         # Mail came in while parking: go on here rather than through the state machine.
         recover, events = False, decision.events_before
         if time_left() < TIME_MARGIN_SECONDS:
             answers.succeed(LoopDecision("continue", events_before=events).output())
+            done_all.append("continue")
             break
     metrics.add_metric(name="Orchestrations", unit=MetricUnit.Count, value=1)
     tally.publish()
-    return {**decision.as_payload(), "answer": done}
+    return {**decision.as_payload(), "answers": done_all}
 
 
 class _TaskAnswers:

@@ -59,7 +59,7 @@ from durable.store.base import HistoryStore
 
 HAND_OVER_EVENTS = 20_000
 """Default hand-over threshold; Step Functions fails an execution at 25,000 history events."""
-INLINE_MAX_ACTIVITIES = 32
+INLINE_MAX_ACTIVITIES = 64
 """A round of at most this many activities is run by invoking the activity Lambda and waiting."""
 INLINE_SECONDS = 3.0
 """How long the orchestrator waits for activities it invoked (512 MB waiting 3 s costs about one
