@@ -18,9 +18,10 @@ Follows ../shared/AWS-TESTING.md:
   ``tests/moto_dynamodb.py`` does. (A fourth, moto's list-form ``Fn::Sub``
   turning ``$$`` into ``$``, is avoided in the template by the one-argument form.)
 * time: a :class:`VirtualClock` the handlers use; Wait states advance it
-  instead of sleeping, and a Park that times out advances it by its timeout
-  after ``park_real_seconds`` of real waiting (long enough for a test to
-  deliver an event through the API while the loop is parked).
+  instead of sleeping, and a parked Orchestrate task (its token left on the
+  instance) that times out advances it by the task's timeout after
+  ``park_real_seconds`` of real waiting (long enough for a test to deliver an
+  event through the API while the loop is parked).
 
 Only the AWS boundary is replaced. Faults are injected at that boundary too:
 ``fail_after`` makes the Lambda runtime lose a handler's response after the
@@ -28,7 +29,7 @@ handler ran (as when the sandbox dies on the way back), ``crash_before`` fails
 an invocation without running the handler (a sandbox that timed out or ran
 out of memory), and ``duplicate`` delivers an invocation twice (Lambda's
 at-least-once delivery). ``before_call`` runs just before a handler (to make
-something happen at that exact point, e.g. an event racing a Park).
+something happen at that exact point, e.g. an event racing a park).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class AwsHarness:
     """moto with our handlers behind Lambda; see the module docstring.
 
     Args:
-        park_real_seconds: real seconds a Park waits before its timeout fires.
+        park_real_seconds: real seconds a parked task waits before its timeout fires.
         hand_over_events: the stack's ``HandOverEvents`` parameter (default: the template's).
         inline_seconds: the stack's ``InlineSeconds`` parameter (default: the template's);
             0 makes every activity round park the loop (asynchronous invocations).
@@ -212,7 +213,7 @@ class AwsHarness:
 
         def park_wait(service: Any, timeout_seconds: int, endpoint: Any) -> Any:
             outcome = endpoint.wait(timeout=min(timeout_seconds, harness.park_real_seconds))
-            if outcome is None:  # timed out: the timer the Park waited for is now due
+            if outcome is None:  # timed out: the timer the parked task waited for is due
                 harness.clock.advance_to(harness.clock.now() + timedelta(seconds=timeout_seconds))
             return outcome
 

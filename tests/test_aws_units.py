@@ -92,11 +92,13 @@ def _run_all(store: MemoryStore, clock: VirtualClock, decision: LoopDecision) ->
         run_referenced_attempt(store, ref, clock, limit=None)
 
 
-def test_local_activities_run_in_the_orchestrator_then_remote_ones_go_to_the_loop() -> None:
+def test_local_activities_run_in_the_orchestrator_then_remote_ones_are_started_by_the_caller() -> (
+    None
+):
     store, clock = MemoryStore(), VirtualClock()
     iid = _start(store, locals_then_remote, 5, clock)
     decision = _orchestrate(store, iid, clock)
-    assert decision.next == "run" and decision.local_attempts == 5
+    assert decision.next == "park" and decision.local_attempts == 5
     assert decision.activities == [ActivityRef(iid, 1, decision.activities[0].task_id, 1)]
     payload = decision.as_payload()
     assert payload["activities"] == [
@@ -113,7 +115,7 @@ def test_hands_back_when_the_lambda_time_runs_low_and_resumes_with_recover() -> 
     first = _orchestrate(store, iid, clock, left=5.0)
     assert first.next == "continue" and first.recover and first.local_attempts == 0
     second = _orchestrate(store, iid, clock, recover=first.recover)
-    assert second.next == "run" and second.local_attempts == 3
+    assert second.next == "park" and second.local_attempts == 3
 
 
 @workflow(name="aws_units.local_pair")
@@ -161,7 +163,7 @@ def test_outcomes_no_step_took_are_posted_before_the_orchestrator_returns() -> N
     assert stuck.next == "sleep" and stuck.local_attempts == 1
     assert [m.kind for m in store.load(iid).inbox] == ["activity_result"]
     resumed = _orchestrate(store, iid, clock)
-    assert resumed.next == "run" and resumed.local_attempts == 0  # not run again
+    assert resumed.next == "park" and resumed.local_attempts == 0  # not run again
 
 
 def test_pure_timer_sleeps_for_the_seconds_to_the_timer() -> None:
@@ -365,7 +367,203 @@ def test_an_attempt_in_flight_too_long_is_dispatched_again() -> None:
     assert 900 <= woken.wait_seconds <= 960  # looked at again once it would be lost
     clock.advance_to(clock.now() + timedelta(seconds=woken.wait_seconds))
     again = _orchestrate(store, iid, clock)
-    assert again.next == "run" and again.activities == first.activities
+    assert again.next == "park" and again.activities == first.activities
     _run_all(store, clock, again)
     assert _orchestrate(store, iid, clock).next == "succeed"
     assert store.get(iid).output == [20, 1]  # type: ignore[union-attr]
+
+
+# ----------------------------------------------------------------------------- waiting on activities
+
+
+@workflow(name="aws_units.remote_chain")
+def remote_chain(ctx: Context, n: int) -> Any:
+    value = 1
+    for _ in range(n):
+        value = yield ctx.call(remote, value)
+    return value
+
+
+class _ActivityLambda:
+    """The activity Lambda invoked synchronously: runs each attempt, answers or goes silent.
+
+    ``silent`` task ids stand for attempts still running when the wait ends
+    (they post their outcome later, which the test does by hand).
+    """
+
+    def __init__(self, store: MemoryStore, clock: VirtualClock, silent: set[int] = set()) -> None:
+        self.store, self.clock, self.silent = store, clock, silent
+        self.rounds: list[list[int]] = []
+        self.waited: list[float] = []
+
+    def call(self, works: Any, seconds: float) -> list[Any]:
+        self.rounds.append([w.task_id for w in works])
+        self.waited.append(seconds)
+        return [
+            None
+            if w.task_id in self.silent
+            else run_referenced_attempt(self.store, ActivityRef.of(w), self.clock, None, post=False)
+            for w in works
+        ]
+
+
+def test_activities_waited_for_are_recorded_by_the_next_step_without_the_loop() -> None:
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, remote_chain, 4, clock)
+    lam = _ActivityLambda(store, clock)
+
+    decision = orchestrate(
+        store,
+        iid,
+        resolve=get_workflow,
+        clock=clock,
+        time_left=lambda: 600.0,
+        dispatcher=lam,
+        inline_seconds=3.0,
+    )
+
+    assert decision.next == "succeed" and decision.steps == 5
+    assert store.get(iid).output == 10_000  # type: ignore[union-attr]
+    assert len(lam.rounds) == 4 and lam.waited == [3.0] * 4
+    kinds = [e.kind for e in store.history(iid)]
+    assert kinds.count("ActivityScheduled") == kinds.count("ActivityCompleted") == 4
+    assert store.load(iid).inbox == []  # carried into commits, never posted
+
+
+def test_an_activity_still_running_when_the_wait_ends_parks_the_loop_for_its_post() -> None:
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, remote_chain, 1, clock)
+    lam = _ActivityLambda(store, clock, silent={1})
+
+    parked = orchestrate(
+        store,
+        iid,
+        resolve=get_workflow,
+        clock=clock,
+        time_left=lambda: 600.0,
+        dispatcher=lam,
+        inline_seconds=3.0,
+    )
+
+    assert parked.next == "park" and parked.activities == []  # running: not started again
+    assert 900 <= parked.wait_seconds <= 960  # looked at again once it would be lost
+    [task_id] = lam.rounds[0]
+    run_referenced_attempt(store, ActivityRef(iid, 1, task_id, 1), clock, None)  # it posts
+    assert _orchestrate(store, iid, clock).next == "succeed"
+
+
+def test_no_waiting_without_time_for_it_or_past_the_round_limit() -> None:
+    from durable.runtime.aws_loop import INLINE_MAX_ACTIVITIES, TIME_MARGIN_SECONDS
+
+    store, clock = MemoryStore(), VirtualClock()
+    lam = _ActivityLambda(store, clock)
+    short = _start(store, remote_chain, 1, clock)
+    low = orchestrate(
+        store,
+        short,
+        resolve=get_workflow,
+        clock=clock,
+        time_left=lambda: TIME_MARGIN_SECONDS,
+        dispatcher=lam,
+        inline_seconds=3.0,
+    )
+    wide = _start(store, fan_out, INLINE_MAX_ACTIVITIES + 1, clock)
+    big = orchestrate(
+        store,
+        wide,
+        resolve=get_workflow,
+        clock=clock,
+        time_left=lambda: 600.0,
+        dispatcher=lam,
+        inline_seconds=3.0,
+    )
+
+    assert lam.rounds == []
+    assert low.next == "park" and len(low.activities) == 1
+    assert big.next == "park" and len(big.activities) == INLINE_MAX_ACTIVITIES + 1
+
+
+@workflow(name="aws_units.fan_out")
+def fan_out(ctx: Context, n: int) -> Any:
+    return sum((yield ctx.all([ctx.call(remote, i) for i in range(n)])))
+
+
+def test_an_attempt_invoked_here_is_not_taken_for_lost_while_it_runs() -> None:
+    """Even when it was started long ago (recovery): it posts its outcome itself."""
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, remote_chain, 1, clock)
+    lam = _ActivityLambda(store, clock, silent={1})
+
+    parked = orchestrate(
+        store,
+        iid,
+        resolve=get_workflow,
+        clock=clock,
+        time_left=lambda: 600.0,
+        dispatcher=lam,
+        inline_seconds=3.0,
+        lost_after=0,
+    )
+
+    assert len(lam.rounds) == 1
+    assert parked.next == "park" and parked.activities == []
+
+
+# ----------------------------------------------------------------------------- the activity handler
+
+
+@pytest.fixture
+def activity_lambda(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``activity_handler`` with a MemoryStore behind it (no AWS call is made on this path)."""
+    from durable.runtime import aws, aws_config
+    from tests.aws_harness import _FakeContext
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "durable")
+    store, clock = MemoryStore(), VirtualClock()
+    aws_config.configure(store_factory=lambda settings, waker: store, clock=clock)  # type: ignore[arg-type,return-value]
+
+    def invoke(event: dict[str, Any]) -> Any:
+        return aws.activity_handler(event, _FakeContext("stack-activity", 60))
+
+    yield store, clock, invoke
+    aws_config.reset()
+
+
+def test_an_attempt_waited_for_answers_with_its_outcome_and_posts_nothing(
+    activity_lambda: Any,
+) -> None:
+    from durable.history import message_from_json
+
+    store, clock, invoke = activity_lambda
+    iid = _start(store, remote_chain, 1, clock)
+    [ref] = _orchestrate(store, iid, clock).activities
+
+    reply = invoke({**vars(ref), "reply_by": time.time() + 30})
+
+    assert reply["status"] == "completed"
+    assert message_from_json(reply["outcome"]).result == 10
+    assert store.load(iid).inbox == []
+
+
+def test_an_attempt_finishing_after_the_wait_posts_its_outcome(activity_lambda: Any) -> None:
+    store, clock, invoke = activity_lambda
+    iid = _start(store, remote_chain, 1, clock)
+    [ref] = _orchestrate(store, iid, clock).activities
+
+    reply = invoke({**vars(ref), "reply_by": time.time() + 0.2})  # inside the reply margin
+
+    assert reply == {"status": "completed"}
+    [posted] = store.load(iid).inbox
+    assert posted.result == 10
+    assert _orchestrate(store, iid, clock).next == "succeed"
+
+
+def test_an_attempt_started_without_a_wait_posts_its_outcome(activity_lambda: Any) -> None:
+    store, clock, invoke = activity_lambda
+    iid = _start(store, remote_chain, 1, clock)
+    [ref] = _orchestrate(store, iid, clock).activities
+
+    assert invoke(vars(ref)) == {"status": "completed"}
+    assert [m.result for m in store.load(iid).inbox] == [10]
