@@ -391,7 +391,9 @@ class _ActivityLambda:
     (they post their outcome later, which the test does by hand).
     """
 
-    def __init__(self, store: MemoryStore, clock: VirtualClock, silent: set[int] = set()) -> None:
+    def __init__(
+        self, store: MemoryStore, clock: VirtualClock, silent: frozenset[int] = frozenset()
+    ) -> None:
         self.store, self.clock, self.silent = store, clock, silent
         self.rounds: list[list[int]] = []
         self.waited: list[float] = []

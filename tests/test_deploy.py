@@ -265,7 +265,6 @@ def test_deploy_update_destroy(synth_out: Path) -> None:
     assert {f["Handler"] for f in functions} == {
         "durable.runtime.aws.orchestrator_handler",
         "durable.runtime.aws.activity_handler",
-        "durable.runtime.aws.park_handler",
         "durable.runtime.aws.api_handler",
     }
 

@@ -66,32 +66,49 @@ def test_template_embeds_the_asl_file_verbatim() -> None:
 
 def test_asl_has_the_loop_states() -> None:
     states = json.loads(ASL.read_text())["States"]
-    assert {
+    assert set(states) == {
         "Orchestrate",
-        "Route",
-        "RunActivities",
         "Sleep",
-        "Dispatch",
-        "Park",
+        "TimerDue",
+        "PrepareRecovery",
+        "GiveUp",
+        "RecoveryBackoff",
+        "OrchestratorFailing",
         "NextGeneration",
         "HandOver",
+        "HandedOver",
         "Finished",
         "WorkflowFailed",
-    } <= set(states)
-    park = states["Park"]
-    assert park["Resource"].endswith("lambda:invoke.waitForTaskToken")
-    assert park["TimeoutSecondsPath"] == "$.decision.wait_seconds"
-    assert park["Catch"][0] == {
-        "ErrorEquals": ["States.Timeout"],
-        "ResultPath": None,
-        "Next": "Orchestrate",
     }
-    run = states["RunActivities"]["ItemProcessor"]["States"]["RunActivity"]
-    retried = {e for r in run["Retry"] for e in r["ErrorEquals"]}
+    orchestrate = states["Orchestrate"]
+    assert orchestrate["Resource"].endswith("lambda:invoke.waitForTaskToken")
+    assert orchestrate["Parameters"]["Payload"]["token.$"] == "$$.Task.Token"
+    assert orchestrate["Parameters"]["Payload"]["entered.$"] == "$$.State.EnteredTime"
+    assert orchestrate["TimeoutSecondsPath"] == "$.decision.timeout"
+    assert orchestrate["ResultPath"] == "$.decision"
+    assert orchestrate["Next"] == "Sleep"
+    retried = {e for r in orchestrate["Retry"] for e in r["ErrorEquals"]}
     assert retried and all(e.startswith("Lambda.") for e in retried)  # service errors only
-    dispatch = states["Dispatch"]["ItemProcessor"]["States"]["StartActivity"]
-    assert dispatch["Parameters"]["InvocationType"] == "Event"
+    catches = {e: c["Next"] for c in orchestrate["Catch"] for e in c["ErrorEquals"]}
+    assert catches == {
+        "States.Timeout": "TimerDue",
+        "durable.Succeeded": "Finished",
+        "durable.Failed": "WorkflowFailed",
+        "durable.HandOver": "NextGeneration",
+        "States.ALL": "PrepareRecovery",
+    }
+    assert [c["ErrorEquals"] for c in orchestrate["Catch"]][-1] == ["States.ALL"]  # last
     assert states["Sleep"]["SecondsPath"] == "$.decision.wait_seconds"
+    assert states["Sleep"]["Next"] == "Orchestrate"
+    # Every decision the loop builds has the shape the orchestrator answers with.
+    from durable.runtime.aws_config import default_decision
+    from durable.runtime.aws_loop import LoopDecision
+
+    shape = set(LoopDecision("continue").output())
+    assert set(default_decision()) == shape
+    for name in ("TimerDue", "PrepareRecovery", "NextGeneration"):
+        built = {k.removesuffix(".$") for k in states[name]["Parameters"]["decision"]}
+        assert built == shape, name
 
 
 def test_table_matches_the_store() -> None:
@@ -118,7 +135,6 @@ def test_functions_share_one_package_and_name_real_handlers() -> None:
     assert set(functions) == {
         "OrchestratorFunction",
         "ActivityFunction",
-        "ParkFunction",
         "ApiFunction",
     }
     for fn in functions.values():
@@ -127,7 +143,7 @@ def test_functions_share_one_package_and_name_real_handlers() -> None:
         module, _, name = props["Handler"].rpartition(".")
         assert module == "durable.runtime.aws" and callable(getattr(aws, name))
     groups = _resources("AWS::Logs::LogGroup")
-    assert len(groups) == 5 and all("RetentionInDays" in g["Properties"] for g in groups.values())
+    assert len(groups) == 4 and all("RetentionInDays" in g["Properties"] for g in groups.values())
 
 
 def test_api_uses_iam_auth() -> None:
