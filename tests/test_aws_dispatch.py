@@ -329,3 +329,19 @@ def test_waking_a_token_that_no_longer_waits_is_not_an_error(gone: str) -> None:
     wake_with(sfn, wake_handle("tok", {}, deadline=None))
 
     assert sfn.sent == []
+
+
+def test_a_throttled_attempt_is_queued_asynchronously_instead() -> None:
+    from botocore.exceptions import ClientError
+
+    def reply(payload: dict[str, Any]) -> dict[str, Any]:
+        error = {"Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"}}
+        raise ClientError(error, "Invoke")
+
+    client = _LambdaClient(reply)
+
+    assert _dispatcher(client).call([_work(4)], 3.0) == [None]
+    waited, queued = client.calls
+    assert "InvocationType" not in waited
+    assert queued["InvocationType"] == "Event"
+    assert queued["Payload"] == {"instance_id": "inst", "run": 1, "task_id": 4, "attempt": 1}

@@ -17,7 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
-from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from durable.decision import ActivityWork
 from durable.history import ActivityResult, message_from_json
@@ -62,7 +68,11 @@ class LambdaDispatcher:
         self._wall = wall
 
     def call(self, works: Sequence[ActivityWork], seconds: float) -> list[ActivityResult | None]:
-        """Invoke every attempt at once and wait up to ``seconds`` (see the module docstring)."""
+        """Invoke every attempt at once and wait up to ``seconds`` (see the module docstring).
+
+        An attempt Lambda refuses to run now (throttled, unreachable) is invoked
+        asynchronously instead: Lambda queues it and it posts its outcome.
+        """
         if not works:
             return []
         reply_by = self._wall() + seconds
@@ -89,8 +99,13 @@ class LambdaDispatcher:
             response = self._waiting_client.invoke(
                 FunctionName=self._function, Payload=json.dumps(payload).encode("utf-8")
             )
-        except (ReadTimeoutError, ConnectTimeoutError):
+        except (ReadTimeoutError, ConnectionClosedError):
             return None  # still running past reply_by: it posts its outcome itself
+        except (ClientError, EndpointConnectionError, ConnectTimeoutError):
+            # Not run (throttled, or Lambda unreachable): queue it instead. Lambda keeps
+            # an asynchronous invocation and retries it for hours; the attempt posts.
+            self._start_one(ActivityRef.of(work))
+            return None
         body = response["Payload"].read()
         if response.get("FunctionError"):
             return failed_result(work, ActivityCrashed(_crash_detail(body)), self._clock.now())
