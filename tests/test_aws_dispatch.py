@@ -345,3 +345,11 @@ def test_a_throttled_attempt_is_queued_asynchronously_instead() -> None:
     assert "InvocationType" not in waited
     assert queued["InvocationType"] == "Event"
     assert queued["Payload"] == {"instance_id": "inst", "run": 1, "task_id": 4, "attempt": 1}
+
+
+def test_a_task_that_timed_out_under_the_orchestrator_leaves_no_dead_token() -> None:
+    refs = [ActivityRef("inst", 1, 3, 1)]
+    answers = _Answers(left=-0.5)
+
+    assert answer_task(LoopDecision("park", refs, wait_seconds=1), answers) == "expired"
+    assert answers.done == [("start", refs)]  # the attempts still run; nothing parked

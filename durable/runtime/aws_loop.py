@@ -421,7 +421,8 @@ def answer_task(decision: LoopDecision, answers: TaskAnswers) -> str:
     """Answer the Orchestrate task as ``decision`` says; what was done.
 
     ``"mail"`` means nothing was answered: mail came in while parking, so the
-    caller orchestrates again. ``"repark"``: the task would time out at the
+    caller orchestrates again. ``"expired"``: the task timed out before it
+    could park (the state machine has moved on), so nothing is left. ``"repark"``: the task would time out at the
     wrong time for the park's timer, so it is answered to go on into a fresh
     task whose timeout is right (which then parks).
     """
@@ -440,6 +441,10 @@ def answer_task(decision: LoopDecision, answers: TaskAnswers) -> str:
     if decision.activities:
         answers.start(decision.activities)
     left = answers.seconds_left()
+    if left is not None and left <= 0:
+        # The task timed out under this orchestrator: TimerDue has started the next one,
+        # and a token left now would be dead (a post would wake nothing).
+        return "expired"
     if left is None or not _fits(left, decision.wait_seconds):
         answers.succeed(decision.output(timeout=decision.wait_seconds))
         return "repark"
