@@ -1,6 +1,6 @@
 """What durable costs on AWS, next to hand-written Step Functions and Lambda durable functions.
 
-``python -m tests.aws_costs`` (``--quick``: without the 100-step chains; ``--write
+``python -m tests.aws_costs`` (``--quick``: without the 100-step workloads; ``--write
 infra/COSTS.md``: store the report too) runs each workload end to end in moto
 (tests/aws_harness.py: the stack from infra/template.yaml, moto's Step Functions
 executing the state machine, our handlers behind its Lambda), and the hand-written
@@ -168,6 +168,7 @@ class Meter:
     """Index in ``invocations`` of the first one started while installed."""
     last_invocation: int = 0
     on: bool = False
+    errors: list[str] = field(default_factory=list)
     _handlers: list[tuple[str, Any]] = field(default_factory=list)
     _owners: dict[threading.Thread, tuple[Invocation, object]] = field(default_factory=dict)
     _patch: Any = None
@@ -182,6 +183,7 @@ class Meter:
             ("before-parameter-build.lambda", self._before_lambda),
             ("after-call.lambda", self._after_lambda),
         ]
+        self._handlers = [(name, self._guarded(handler)) for name, handler in self._handlers]
         for name, handler in self._handlers:
             events.register(name, handler)
         meter, original = self, threading.Thread.start
@@ -206,6 +208,22 @@ class Meter:
         if self._patch is not None:
             self._patch.stop()
             self._patch = None
+
+    def _guarded(self, handler: Callable[..., None]) -> Callable[..., None]:
+        """``handler``, its errors kept in ``errors`` instead of failing the request."""
+
+        def guarded(**kwargs: Any) -> None:
+            try:
+                handler(**kwargs)
+            except Exception as exc:  # a bug in the meter must not change what the run does
+                self.errors.append(f"{handler.__name__}: {type(exc).__name__}: {exc}")
+
+        return guarded
+
+    def check(self) -> None:
+        """Raise if a handler of the meter failed (the run's counts are then incomplete)."""
+        if self.errors:
+            raise RuntimeError(f"the meter failed: {self.errors[:3]}")
 
     # -------------------------------------------------------------- results
 
@@ -300,8 +318,9 @@ class Meter:
         if request is None:
             return
         op = model.name
-        consistent = bool(params.get("ConsistentRead")) or any(
-            bool(table.get("ConsistentRead")) for table in params.get("RequestItems", {}).values()
+        consistent = bool(params.get("ConsistentRead")) or (
+            op == "BatchGetItem"
+            and any(bool(t.get("ConsistentRead")) for t in params["RequestItems"].values())
         )
         context["cost_model_consistent"] = consistent
         if op == "PutItem":
@@ -572,6 +591,7 @@ def _memory(h: AwsHarness) -> dict[str, int]:
 
 
 def _costs(name: str, system: str, steps: int, h: AwsHarness, meter: Meter, **more: Any) -> Costs:
+    meter.check()
     wru, rru = meter.units()
     return Costs(
         name=name,
@@ -944,6 +964,20 @@ class Results:
                 f"{waiting * PRICES['lambda_gb_second'] / costs.row().total:.0%} of the total); "
                 f"a Step Functions task would wait for free."
             )
+        for costs in (self.remind, self.chain10, self.local10, *self.more):
+            parks = costs.answers.count("park")
+            if not parks:
+                continue
+            activity = costs.lambda_invocations["activity"]
+            lines.append(
+                f"* durable {costs.name}: the loop parked {parks} times, woken "
+                f"{parks - costs.timed_out} times by a post, and {costs.answers.count('mail')} "
+                "times a post came in while it parked (the same invocation went on): "
+                f"{costs.lambda_invocations['orchestrator']} orchestrator invocations and "
+                f"{costs.transitions} transitions for {activity} activity invocations. "
+                "Started asynchronously, every outcome posted wakes the loop; how many "
+                "arrive together depends on timing, so these counts change from run to run."
+            )
         sfn = PRICES["sfn_transition"]
         for durable, hand, factor, target in (
             (self.remind, self.remind_hand, 2.0, "within 2x of"),
@@ -1200,7 +1234,16 @@ def run(*, quick: bool = False) -> Results:
         local10=local_chain(10),
         chain10_hand=chain10_handwritten(),
         more=[local_chain(1), fan_out(5)]
-        + ([] if quick else [local_chain(100), dispatched_chain(100)]),
+        + (
+            []
+            if quick
+            else [
+                local_chain(100),
+                dispatched_chain(100),
+                fan_out(100),
+                dispatched_chain(10, inline_seconds=0),
+            ]
+        ),
     )
     results.seconds = time.monotonic() - started
     return results
@@ -1208,7 +1251,9 @@ def run(*, quick: bool = False) -> Results:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.aws_costs", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="skip the 100-step chains")
+    parser.add_argument(
+        "--quick", action="store_true", help="skip the 100-step workloads and InlineSeconds=0"
+    )
     parser.add_argument("--write", type=Path, help="also write the report to this file")
     args = parser.parse_args(argv)
     logging.disable(logging.INFO)  # the handlers' own logs; metrics go to the captured stdout
