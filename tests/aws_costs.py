@@ -373,6 +373,9 @@ class Billed:
     """Time of its own requests (a pool of threads counted as its slowest thread)."""
     waiting_ms: float = 0.0
     """Time waiting for the synchronous invocations it made (their whole billed duration)."""
+    wru: float = 0.0
+    rru: float = 0.0
+    """DynamoDB units of its requests."""
 
     @property
     def seconds(self) -> float:
@@ -435,14 +438,17 @@ def bill(
     billed = []
     for record in invocations:
         request_ms, waiting_ms = duration(record)
+        own = made.get(id(record), [])
         billed.append(
             Billed(
                 kind(record.function),
                 record.memory_mb,
-                len(made.get(id(record), [])),
+                len(own),
                 record.seconds,
                 request_ms,
                 waiting_ms,
+                sum(r.wru for r in own),
+                sum(r.rru for r in own),
             )
         )
     return billed
@@ -494,6 +500,8 @@ class Costs:
             total.measured_seconds += i.measured_seconds
             total.request_ms += i.request_ms
             total.waiting_ms += i.waiting_ms
+            total.wru += i.wru
+            total.rru += i.rru
         return totals
 
     def function_gb_seconds(self, kind: str) -> float:
@@ -961,7 +969,7 @@ class Results:
                 f"* durable {costs.name}: the orchestrator waits {orchestrator.waiting_ms:,.0f} "
                 f"ms on synchronous activity invocations ({waiting:.3g} GB-s, "
                 f"${waiting * PRICES['lambda_gb_second'] * 1e3:.4f} per 1,000 runs, "
-                f"{waiting * PRICES['lambda_gb_second'] / costs.row().total:.0%} of the total); "
+                f"{waiting * PRICES['lambda_gb_second'] / costs.row().total:.1%} of the total); "
                 f"a Step Functions task would wait for free."
             )
         for costs in (self.remind, self.chain10, self.local10, *self.more):
@@ -997,7 +1005,22 @@ class Results:
                 f"{(b.rru - a.rru) / (b.steps - a.steps):.1f} over steps {a.steps + 1}-{b.steps}"
                 for a, b in itertools.pairwise(self.local_chains())
             )
-            + " (each orchestration step reads the history it has so far)."
+            + " (the Query of the inbox each step makes; a warm orchestrator resumes the "
+            "workflow instead of reading its history)."
+        )
+        chains = sorted(
+            (c for c in [self.chain10, *self.more] if c.name.endswith("chain, dispatched")),
+            key=lambda c: c.steps,
+        )
+        lines.append(
+            "* Read units per activity invocation in the dispatched chains: "
+            + ", ".join(
+                f"{c.per_function()['activity'].rru / c.lambda_invocations['activity']:.1f} "
+                f"over {c.steps} steps"
+                for c in chains
+            )
+            + " (each reads its run's whole history to find its attempt, so a step's reads "
+            "grow with the history)."
         )
         for costs, waits in ((self.remind, 2), (self.chain10, 0)):
             ratio = costs.row().total / self.ldf(costs, waits).total

@@ -167,6 +167,23 @@ def test_meter_bills_threads_started_by_a_function_to_it() -> None:
     assert threading.Thread.start is start and not meter.on
 
 
+def test_meter_leaves_threads_the_emulator_starts_alone() -> None:
+    """A thread started while AWS serves a request (moto's code) belongs to no function."""
+    me = _invocation("api", thread=threading.get_ident())
+    me.done = False
+    meter = Meter([me])
+    emulator: dict[str, object] = {"__name__": "moto.stepfunctions.fake"}
+    exec("def serve(thread):\n    thread.start()\n", emulator)
+    meter.install()
+    try:
+        thread = threading.Thread(target=lambda: None)
+        emulator["serve"](thread)  # type: ignore[operator]
+        thread.join()
+    finally:
+        meter.uninstall()
+    assert thread not in meter._owners
+
+
 def test_row_prices_each_unit_at_the_list_price() -> None:
     row = Row(
         system="s",
