@@ -1,15 +1,24 @@
 """What durable costs on AWS, next to hand-written Step Functions and Lambda durable functions.
 
-``python -m tests.aws_costs`` (``--quick``: without the 100-step chains; ``--write
+``python -m tests.aws_costs`` (``--quick``: without the 100-step workloads; ``--write
 infra/COSTS.md``: store the report too) runs each workload end to end in moto
 (tests/aws_harness.py: the stack from infra/template.yaml, moto's Step Functions
 executing the state machine, our handlers behind its Lambda), and the hand-written
 state machines of tests/handwritten/ the same way, then prints markdown tables.
 
-Counted exactly, from the run: Lambda invocations per function, Step Functions
-state transitions (every ``*StateEntered`` event of the execution history, Map
-iterations included, per state name), DynamoDB and S3 requests (and the Step
-Functions API calls the handlers make, which are free).
+Counted exactly, from the run: Lambda invocations per function; Step Functions
+state transitions (every ``*StateEntered`` event of the executions' histories, per
+state name: what Standard workflows bill); DynamoDB, S3, Lambda and Step Functions
+API requests, each billed to the Lambda invocation that made it (the API calls to
+Step Functions and the ``lambda:Invoke`` calls cost nothing themselves; an invoked
+function is billed as the invocation it starts).
+
+Who made a request: the invocation running on the thread that made it, or, on a
+thread the function's own code started (the orchestrator's pool of synchronous
+activity invokes, the thread a timed activity runs on), the invocation whose code
+started that thread. Threads the emulator starts (an execution of the state
+machine, an asynchronous invocation) belong to no invocation; a DynamoDB or S3
+request made outside every invocation is reported as unattributed (there is none).
 
 Estimated:
 
@@ -22,9 +31,18 @@ Estimated:
   items it returned (a ProjectionExpression makes this an underestimate).
 * Lambda GB-seconds: the in-process time under moto is not what Lambda bills, so
   each invocation is billed ``BASE_MS`` plus ``REQUEST_MS`` per AWS request it made
-  (counted), times the function's memory size from the deployed template. Business
-  logic is taken as free on both sides (the same code runs in either). The measured
-  in-process time is printed for reference.
+  (counted), plus, for a synchronous ``lambda:Invoke``, the whole billed duration of
+  the invocation it waited for: the orchestrator waiting on an activity pays for the
+  activity's time a second time. Requests on the invocation's own thread follow one
+  another. Requests from a thread pool its code started (``ThreadPoolExecutor``) run
+  as many at a time as the pool has threads, each on the thread free first, as a pool
+  hands out work: a round of activities invoked at once, a thread each, costs its
+  longest invocation, not their sum (the emulator's own timing is not used: it runs
+  one invocation of a function at a time). A single thread it started runs its
+  requests one after another. The invocation waits for its pools and threads, so
+  these follow one another. Times the function's memory size from the template.
+  Business logic is taken as free on both sides (the same code runs in either). The
+  measured in-process time is printed for reference.
 * Lambda durable functions: not emulated. Each workload is mapped onto the
   operations its SDK would record (1 to start the execution, 1 per step, 1 per
   wait), one invocation to start plus one per wait that suspends it, ``BASE_MS`` per
@@ -41,13 +59,15 @@ import itertools
 import json
 import logging
 import math
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import boto3
 
@@ -106,91 +126,222 @@ def _kb(item: dict[str, Any]) -> int:
 _READS = ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem")
 """Read requests: the local-step target counts transactions (writes)."""
 
+_EMULATOR = ("botocore.", "boto3.", "moto.")
+"""Modules whose threads are AWS's own (started while serving a request), not a function's."""
+_CALL_ONCE = AwsHarness._call_once.__code__
+"""The frame that runs one Lambda invocation in the harness."""
+
+
+@dataclass(eq=False)
+class Request:
+    """One AWS request as the model bills it."""
+
+    name: str
+    """``service:Operation``, e.g. ``dynamodb:GetItem``."""
+    owner: Invocation | None
+    """The invocation billed for it (None: made outside every invocation)."""
+    thread: int
+    fork: object | None = None
+    """The pool (``ThreadPoolExecutor``) or single thread of the owner's it was made from;
+    None: the owner's own thread."""
+    synchronous: bool = False
+    """A ``lambda:Invoke`` that waits for the function to finish."""
+    child: Invocation | None = None
+    """The invocation a synchronous ``lambda:Invoke`` ran."""
+    wru: float = 0.0
+    rru: float = 0.0
+
 
 @dataclass
 class Meter:
-    """Counts the AWS requests made through boto3's default session while it is installed.
+    """Records the AWS requests made through boto3's default session while it is installed.
 
-    A request is charged to the Lambda invocation running on the thread that made it
-    (``invocations`` is the harness's list); DynamoDB and S3 requests made outside any
-    invocation are counted too, Step Functions API calls only inside one.
+    Each request is billed to an invocation of ``invocations`` (the harness's list):
+    the one running on the thread that made it, else the one whose code started that
+    thread (see the module docstring). Installing also wraps ``threading.Thread.start``
+    to learn which threads a function's code starts.
     """
 
     invocations: list[Invocation] = field(default_factory=list)
-    requests: Counter[str] = field(default_factory=Counter)
-    per_invocation: Counter[int] = field(default_factory=Counter)
-    wru: float = 0.0
-    rru: float = 0.0
+    log: list[Request] = field(default_factory=list)
+    first_invocation: int = 0
+    """Index in ``invocations`` of the first one started while installed."""
+    last_invocation: int = 0
     on: bool = False
+    errors: list[str] = field(default_factory=list)
     _handlers: list[tuple[str, Any]] = field(default_factory=list)
+    _owners: dict[threading.Thread, tuple[Invocation, object]] = field(default_factory=dict)
+    _patch: Any = None
 
     def install(self) -> None:
         events = boto3._get_default_session().events
         self._handlers = [
             ("before-parameter-build.dynamodb", self._before_dynamodb),
             ("after-call.dynamodb", self._after_dynamodb),
-            ("before-parameter-build.s3", self._count),
-            ("before-parameter-build.sfn", self._count),
+            ("before-parameter-build.s3", self._before),
+            ("before-parameter-build.sfn", self._before),
+            ("before-parameter-build.lambda", self._before_lambda),
+            ("after-call.lambda", self._after_lambda),
         ]
+        self._handlers = [(name, self._guarded(handler)) for name, handler in self._handlers]
         for name, handler in self._handlers:
             events.register(name, handler)
+        meter, original = self, threading.Thread.start
+
+        def start(thread: threading.Thread) -> None:
+            meter._adopt(thread, sys._getframe(1))
+            original(thread)
+
+        self._patch = mock.patch.object(threading.Thread, "start", start)
+        self._patch.start()
+        self.first_invocation = len(self.invocations)
         self.on = True
 
     def uninstall(self) -> None:
         # Clients made meanwhile hold copies of the session's handlers: switch them off too.
         self.on = False
+        self.last_invocation = len(self.invocations)
         events = boto3._get_default_session().events
         for name, handler in self._handlers:
             events.unregister(name, handler)
         self._handlers = []
+        if self._patch is not None:
+            self._patch.stop()
+            self._patch = None
+
+    def _guarded(self, handler: Callable[..., None]) -> Callable[..., None]:
+        """``handler``, its errors kept in ``errors`` instead of failing the request."""
+
+        def guarded(**kwargs: Any) -> None:
+            try:
+                handler(**kwargs)
+            except Exception as exc:  # a bug in the meter must not change what the run does
+                self.errors.append(f"{handler.__name__}: {type(exc).__name__}: {exc}")
+
+        return guarded
+
+    def check(self) -> None:
+        """Raise if a handler of the meter failed (the run's counts are then incomplete)."""
+        if self.errors:
+            raise RuntimeError(f"the meter failed: {self.errors[:3]}")
+
+    # -------------------------------------------------------------- results
+
+    def billed_invocations(self) -> list[Invocation]:
+        """The invocations started while the meter was installed."""
+        return self.invocations[self.first_invocation : self.last_invocation]
+
+    def requests(self) -> Counter[str]:
+        """Requests billed to an invocation, per ``service:Operation``."""
+        return Counter(r.name for r in self.log if r.owner is not None)
+
+    def unattributed(self) -> Counter[str]:
+        """DynamoDB and S3 requests made outside every invocation (none expected)."""
+        return Counter(
+            r.name for r in self.log if r.owner is None and r.name.startswith(("dynamodb:", "s3:"))
+        )
+
+    def units(self) -> tuple[float, float]:
+        """DynamoDB write and read units of every request recorded."""
+        return sum(r.wru for r in self.log), sum(r.rru for r in self.log)
+
+    # -------------------------------------------------------------- attribution
 
     def _current(self) -> Invocation | None:
         me = threading.get_ident()
         for record in reversed(self.invocations):
             if record.thread == me and not record.done:
                 return record
-        return None
+        owner = self._owners.get(threading.current_thread())
+        return owner[0] if owner else None
 
-    def _count(self, model: Any, **_: Any) -> None:
+    def _adopt(self, thread: threading.Thread, frame: Any) -> None:
+        """Bill ``thread`` to the invocation whose code starts it (not the emulator's threads)."""
+        owner = self._current()
+        if not self.on or owner is None:
+            return
+        fork: object = thread
+        while frame is not None and frame.f_code is not _CALL_ONCE:
+            module = str(frame.f_globals.get("__name__", ""))
+            if module.startswith(_EMULATOR) or module == "tests.aws_harness":
+                return  # started while AWS serves a request (a state machine, an Event invoke)
+            if (
+                frame.f_code.co_name == "_adjust_thread_count"
+                and module == "concurrent.futures.thread"
+            ):
+                fork = frame.f_locals.get("self", thread)  # one pool: its threads run alongside
+            frame = frame.f_back
+        self._owners[thread] = (owner, fork)
+
+    def _record(self, name: str, context: dict[str, Any]) -> Request | None:
         if not self.on:
-            return
+            return None
+        owner = self._current()
+        fork = None
+        if owner is not None and owner.thread != threading.get_ident():
+            fork = self._owners[threading.current_thread()][1]
+        request = Request(name, owner, threading.get_ident(), fork)
+        self.log.append(request)
+        context["cost_model_request"] = request
+        return request
+
+    # -------------------------------------------------------------- handlers
+
+    def _before(self, model: Any, context: dict[str, Any], **_: Any) -> None:
         service = model.service_model.endpoint_prefix
-        current = self._current()
-        if current is None and service == "states":
+        self._record(f"{'stepfunctions' if service == 'states' else service}:{model.name}", context)
+
+    def _before_lambda(
+        self, model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any
+    ) -> None:
+        request = self._record(f"lambda:{model.name}", context)
+        if request is not None and model.name == "Invoke":
+            request.synchronous = params.get("InvocationType", "RequestResponse") == (
+                "RequestResponse"
+            )
+            context["cost_model_invocations"] = len(self.invocations)
+
+    def _after_lambda(self, context: dict[str, Any], **_: Any) -> None:
+        request = context.get("cost_model_request")
+        if request is None or not request.synchronous:
             return
-        if current is not None:
-            self.per_invocation[id(current)] += 1
-        self.requests[f"{'stepfunctions' if service == 'states' else service}:{model.name}"] += 1
+        # A synchronous invocation runs on the thread that invoked it (tests/aws_harness.py).
+        for record in self.invocations[context["cost_model_invocations"] :]:
+            if record.thread == request.thread:
+                request.child = record
+                break
 
     def _before_dynamodb(
         self, model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any
     ) -> None:
-        if not self.on:
+        request = self._record(f"dynamodb:{model.name}", context)
+        if request is None:
             return
-        self._count(model)
         op = model.name
-        consistent = bool(params.get("ConsistentRead")) or any(
-            bool(table.get("ConsistentRead")) for table in params.get("RequestItems", {}).values()
+        consistent = bool(params.get("ConsistentRead")) or (
+            op == "BatchGetItem"
+            and any(bool(t.get("ConsistentRead")) for t in params["RequestItems"].values())
         )
         context["cost_model_consistent"] = consistent
         if op == "PutItem":
-            self.wru += _kb(params["Item"])
+            request.wru += _kb(params["Item"])
         elif op in _WRITE_ONE:
-            self.wru += 1
+            request.wru += 1
         elif op == "TransactWriteItems":
             for entry in params["TransactItems"]:
                 kind, body = next(iter(entry.items()))
-                self.wru += 2 * (_kb(body["Item"]) if kind == "Put" else 1)
+                request.wru += 2 * (_kb(body["Item"]) if kind == "Put" else 1)
         elif op == "BatchWriteItem":
             for requests in params["RequestItems"].values():
-                for request in requests:
-                    put = request.get("PutRequest")
-                    self.wru += _kb(put["Item"]) if put else 1
+                for item in requests:
+                    put = item.get("PutRequest")
+                    request.wru += _kb(put["Item"]) if put else 1
 
     def _after_dynamodb(
         self, model: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any
     ) -> None:
-        if not self.on:
+        request = context.get("cost_model_request")
+        if request is None:
             return
         op = model.name
         factor = 1.0 if context.get("cost_model_consistent") else 0.5
@@ -199,33 +350,108 @@ class Meter:
             return factor * max(1, math.ceil(size / 4096))
 
         if op == "GetItem":
-            self.rru += units(_size(parsed["Item"]) if "Item" in parsed else 0)
+            request.rru += units(_size(parsed["Item"]) if "Item" in parsed else 0)
         elif op in ("Query", "Scan"):
-            self.rru += units(sum(_size(item) for item in parsed.get("Items", [])))
+            request.rru += units(sum(_size(item) for item in parsed.get("Items", [])))
         elif op == "BatchGetItem":
             for items in parsed.get("Responses", {}).values():
-                self.rru += sum(units(_size(i)) for i in items)
+                request.rru += sum(units(_size(i)) for i in items)
         elif op == "TransactGetItems":
             for response in parsed.get("Responses", []):
-                self.rru += 2 * max(1, math.ceil(_size(response.get("Item", {})) / 4096))
+                request.rru += 2 * max(1, math.ceil(_size(response.get("Item", {})) / 4096))
 
 
 @dataclass
 class Billed:
-    """One Lambda invocation as the model bills it."""
+    """One Lambda invocation as the model bills it (see the module docstring)."""
 
     kind: str
     memory_mb: int
     aws_requests: int
     measured_seconds: float
+    request_ms: float = 0.0
+    """Time of its own requests (a pool of threads counted as its slowest thread)."""
+    waiting_ms: float = 0.0
+    """Time waiting for the synchronous invocations it made (their whole billed duration)."""
+    wru: float = 0.0
+    rru: float = 0.0
+    """DynamoDB units of its requests."""
 
     @property
     def seconds(self) -> float:
-        return (BASE_MS + REQUEST_MS * self.aws_requests) / 1000
+        return (BASE_MS + self.request_ms + self.waiting_ms) / 1000
 
     @property
     def gb_seconds(self) -> float:
         return self.seconds * self.memory_mb / 1024
+
+
+def _makespan(costs: Sequence[tuple[float, float]], width: int) -> tuple[float, float]:
+    """How long ``width`` threads take over ``costs`` (request ms, waiting ms), in order.
+
+    Each request goes to the thread free first, as a pool hands out work; the result is
+    the busiest thread's (request ms, waiting ms).
+    """
+    lanes = [(0.0, 0.0)] * max(1, width)
+    for request_ms, waiting_ms in costs:
+        free = min(range(len(lanes)), key=lambda i: sum(lanes[i]))
+        lanes[free] = (lanes[free][0] + request_ms, lanes[free][1] + waiting_ms)
+    return max(lanes, key=sum)
+
+
+def bill(
+    invocations: Sequence[Invocation],
+    log: Sequence[Request],
+    kind: Callable[[str], str] = str,
+) -> list[Billed]:
+    """Bill ``invocations`` by the requests in ``log`` (``kind`` names a function)."""
+    made: dict[int, list[Request]] = {}
+    for request in log:
+        if request.owner is not None:
+            made.setdefault(id(request.owner), []).append(request)
+    busy: dict[int, tuple[float, float]] = {}
+
+    def duration(record: Invocation) -> tuple[float, float]:
+        """(request ms, waiting ms) of ``record`` beyond ``BASE_MS``."""
+        if id(record) in busy:
+            return busy[id(record)]
+        own = [0.0, 0.0]
+        forks: dict[int, tuple[object, list[tuple[float, float]]]] = {}
+        for request in made.get(id(record), []):
+            waited = 0.0
+            if request.synchronous and request.child is not None:
+                waited = BASE_MS + sum(duration(request.child))
+            if request.fork is None:
+                own[0] += REQUEST_MS
+                own[1] += waited
+            else:
+                forks.setdefault(id(request.fork), (request.fork, []))[1].append(
+                    (REQUEST_MS, waited)
+                )
+        for fork, costs in forks.values():
+            request_ms, waiting_ms = _makespan(costs, getattr(fork, "_max_workers", 1))
+            own[0] += request_ms
+            own[1] += waiting_ms
+        busy[id(record)] = (own[0], own[1])
+        return busy[id(record)]
+
+    billed = []
+    for record in invocations:
+        request_ms, waiting_ms = duration(record)
+        own = made.get(id(record), [])
+        billed.append(
+            Billed(
+                kind(record.function),
+                record.memory_mb,
+                len(own),
+                record.seconds,
+                request_ms,
+                waiting_ms,
+                sum(r.wru for r in own),
+                sum(r.rru for r in own),
+            )
+        )
+    return billed
 
 
 @dataclass
@@ -242,6 +468,12 @@ class Costs:
     rru: float
     output: Any = None
     memory_mb: dict[str, int] = field(default_factory=dict)
+    answers: list[str] = field(default_factory=list)
+    """How the orchestrator answered its tasks, in order (durable only)."""
+    timed_out: int = 0
+    """Tasks that timed out (a park whose timer came due)."""
+    unattributed: Counter[str] = field(default_factory=Counter)
+    """DynamoDB and S3 requests made outside every invocation."""
 
     @property
     def lambda_invocations(self) -> Counter[str]:
@@ -258,6 +490,22 @@ class Costs:
     @property
     def measured_gb_seconds(self) -> float:
         return sum(i.measured_seconds * i.memory_mb / 1024 for i in self.invocations)
+
+    def per_function(self) -> dict[str, Billed]:
+        """Every function's invocations summed: requests, request and waiting time, memory."""
+        totals: dict[str, Billed] = {}
+        for i in self.invocations:
+            total = totals.setdefault(i.kind, Billed(i.kind, i.memory_mb, 0, 0.0))
+            total.aws_requests += i.aws_requests
+            total.measured_seconds += i.measured_seconds
+            total.request_ms += i.request_ms
+            total.waiting_ms += i.waiting_ms
+            total.wru += i.wru
+            total.rru += i.rru
+        return totals
+
+    def function_gb_seconds(self, kind: str) -> float:
+        return sum(i.gb_seconds for i in self.invocations if i.kind == kind)
 
     def count(self, prefix: str) -> int:
         return sum(n for k, n in self.requests.items() if k.startswith(prefix))
@@ -327,23 +575,19 @@ class Row:
 # ----------------------------------------------------------------------------- measuring
 
 
-def _entered_states(executions: Iterable[str]) -> Counter[str]:
+def _histories(executions: Iterable[str]) -> tuple[Counter[str], int]:
+    """States entered over ``executions`` (the billed transitions), and tasks that timed out."""
     sfn = boto3.client("stepfunctions")
     states: Counter[str] = Counter()
+    timed_out = 0
     for arn in executions:
         for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn):
             for event in page["events"]:
                 if event["type"].endswith("StateEntered"):
                     states[event["stateEnteredEventDetails"]["name"]] += 1
-    return states
-
-
-def _billed(h: AwsHarness, meter: Meter) -> list[Billed]:
-    return [
-        Billed(h._kind(i.function), i.memory_mb, meter.per_invocation[id(i)], i.seconds)
-        for i in h.invocations
-        if not (isinstance(i.payload, dict) and i.payload.get("httpMethod") == "GET")
-    ]
+                elif event["type"] == "TaskTimedOut":
+                    timed_out += 1
+    return states, timed_out
 
 
 def _memory(h: AwsHarness) -> dict[str, int]:
@@ -354,9 +598,32 @@ def _memory(h: AwsHarness) -> dict[str, int]:
     }
 
 
-def measure(name: str, workflow: str, input: Any, *, steps: int = 0) -> Costs:
+def _costs(name: str, system: str, steps: int, h: AwsHarness, meter: Meter, **more: Any) -> Costs:
+    meter.check()
+    wru, rru = meter.units()
+    return Costs(
+        name=name,
+        system=system,
+        steps=steps,
+        invocations=bill(meter.billed_invocations(), meter.log, h._kind),
+        requests=meter.requests(),
+        wru=wru,
+        rru=rru,
+        unattributed=meter.unattributed(),
+        **more,
+    )
+
+
+def measure(
+    name: str,
+    workflow: str,
+    input: Any,
+    *,
+    steps: int = 0,
+    inline_seconds: float | None = None,
+) -> Costs:
     """Run one durable instance through the emulated stack and count what it used."""
-    with AwsHarness() as h:
+    with AwsHarness(inline_seconds=inline_seconds) as h:
         meter = Meter(h.invocations)
         meter.install()
         try:
@@ -367,15 +634,18 @@ def measure(name: str, workflow: str, input: Any, *, steps: int = 0) -> Costs:
         failed = [e["name"] for e in executions if e["status"] != "SUCCEEDED"]
         if failed:
             raise RuntimeError(f"{name}: executions did not succeed: {failed}")
-        return Costs(
-            name=name,
-            system="durable",
-            steps=steps,
-            invocations=_billed(h, meter),
-            states=_entered_states(e["executionArn"] for e in executions),
-            requests=meter.requests,
-            wru=meter.wru,
-            rru=meter.rru,
+        states, timed_out = _histories(e["executionArn"] for e in executions)
+        if states != h.states_entered():
+            raise AssertionError(f"{name}: {states} != the harness's {h.states_entered()}")
+        return _costs(
+            name,
+            "durable",
+            steps,
+            h,
+            meter,
+            states=states,
+            timed_out=timed_out,
+            answers=h.answers(),
             output=h.status(instance_id).get("output"),
             memory_mb=_memory(h),
         )
@@ -442,15 +712,15 @@ def measure_handwritten(
         described = sfn.describe_execution(executionArn=execution)
         if described["status"] != "SUCCEEDED":
             raise RuntimeError(f"{name}: {described['status']}")
-        return Costs(
-            name=name,
-            system="hand-written",
-            steps=steps,
-            invocations=_billed(h, meter),
-            states=_entered_states([execution]),
-            requests=meter.requests,
-            wru=meter.wru,
-            rru=meter.rru,
+        states, timed_out = _histories([execution])
+        return _costs(
+            name,
+            "hand-written",
+            steps,
+            h,
+            meter,
+            states=states,
+            timed_out=timed_out,
             output=json.loads(described.get("output") or "null"),
             memory_mb={"functions": memory["activity"]},
         )
@@ -474,62 +744,65 @@ def lambda_durable_functions(name: str, *, steps: int, waits: int, memory_mb: in
     )
 
 
-# ----------------------------------------------------------------------------- what the ASL implies
+# ----------------------------------------------------------------------------- what the design implies
+
+_GOES_ON = ("sleep", "continue", "repark")
+"""Answers that succeed the task: Sleep (0 s unless timers), then Orchestrate again."""
 
 
-def iteration_states(
-    asl: dict[str, Any], decision: str | None = None, items: int = 0
-) -> Counter[str]:
-    """The states one pass through ``asl`` enters, Map iterations included.
+def loop_states(answers: Sequence[str], *, timed_out: int = 0) -> Counter[str]:
+    """The states the loop enters, given the orchestrator's answers (AwsHarness.answers()).
 
-    For the durable loop a pass is one orchestrator decision: from ``StartAt``
-    (Orchestrate) through the Choice branch for ``decision`` until the path returns to
-    ``StartAt`` or ends; a Map runs ``items`` iterations of its item processor. For a
-    hand-written machine without Choice states it is the whole run. Catch and Retry
-    paths (failures) are not taken.
+    The execution starts in Orchestrate. ``sleep``, ``continue`` and ``repark``
+    answer the task: Sleep, then Orchestrate. A ``park`` leaves the task waiting:
+    woken by a post it goes on the same way, or it times out (``timed_out`` of
+    them, counted from the history) into TimerDue, then Orchestrate. ``mail``
+    answers nothing (the same invocation orchestrates again). The endings enter
+    Finished or WorkflowFailed; a hand-over NextGeneration, HandOver, HandedOver,
+    and the successor execution starts in Orchestrate. Failures of the
+    orchestrator (PrepareRecovery and the rest) are not modelled: none happen here.
     """
-    states = asl["States"]
-    entered: Counter[str] = Counter()
-    name = asl["StartAt"]
-    while True:
-        entered[name] += 1
-        state = states[name]
-        if state["Type"] == "Map":
-            for _ in range(items):
-                entered += iteration_states(state["ItemProcessor"])
-        if state["Type"] == "Choice":
-            chosen = [c["Next"] for c in state["Choices"] if c.get("StringEquals") == decision]
-            following = chosen[0] if chosen else state.get("Default")
-        else:
-            following = state.get("Next")
-        if following is None or following == asl["StartAt"] or state.get("End"):
-            return entered
-        name = following
-
-
-def loop_states(decisions: Sequence[tuple[str, int]]) -> Counter[str]:
-    """States the durable loop enters for a sequence of (decision, activities) passes."""
-    asl = json.loads(ASL.read_text())
-    total: Counter[str] = Counter()
-    for decision, items in decisions:
-        total += iteration_states(asl, decision, items)
-    return total
+    states: Counter[str] = Counter(Orchestrate=1)
+    parks = 0
+    for answer in answers:
+        if answer in _GOES_ON:
+            states.update(["Sleep", "Orchestrate"])
+        elif answer == "park":
+            parks += 1
+        elif answer == "durable.Succeeded":
+            states["Finished"] += 1
+        elif answer == "durable.Failed":
+            states["WorkflowFailed"] += 1
+        elif answer == "durable.HandOver":
+            states.update(["NextGeneration", "HandOver", "HandedOver", "Orchestrate"])
+        elif answer != "mail":
+            raise ValueError(f"unknown answer {answer!r}")
+    states.update({"Sleep": parks - timed_out, "TimerDue": timed_out, "Orchestrate": parks})
+    return +states
 
 
 def handwritten_states(asl_file: str) -> Counter[str]:
-    return iteration_states(json.loads((HANDWRITTEN / asl_file).read_text()))
+    """The states a hand-written machine without branches enters: StartAt, then each Next."""
+    asl = json.loads((HANDWRITTEN / asl_file).read_text())
+    entered: Counter[str] = Counter()
+    name = asl["StartAt"]
+    while name is not None:
+        entered[name] += 1
+        state = asl["States"][name]
+        if state["Type"] not in ("Task", "Wait", "Pass"):
+            raise ValueError(f"{asl_file}: {name} is a {state['Type']}; the walk follows Next only")
+        name = state.get("Next")
+    return entered
 
 
 # ----------------------------------------------------------------------------- workloads
 
 ADA = {"name": "Ada", "email": "ada@example.com"}
-REMIND_DECISIONS = [("sleep", 0), ("run", 1), ("sleep", 0), ("run", 1), ("succeed", 0)]
-"""examples/remind_user.py on the loop: sleep 2 h, email, sleep 1 day, email, done."""
-
-
-def chain_decisions(n: int) -> list[tuple[str, int]]:
-    """remote_chain(n) on the loop: one activity per pass, then done."""
-    return [("run", 1)] * n + [("succeed", 0)]
+REMIND_ANSWERS = ["sleep", "sleep", "durable.Succeeded"]
+"""examples/remind_user.py on the loop: sleep 2 h; email (waited for), sleep a day; email
+(waited for), done. Three orchestrator invocations, two activity invocations."""
+CHAIN_ANSWERS = ["durable.Succeeded"]
+"""A chain of activities the orchestrator waits for (or runs locally): one invocation, done."""
 
 
 def remind_user() -> Costs:
@@ -546,12 +819,19 @@ def remind_user_handwritten() -> Costs:
     )
 
 
-def dispatched_chain(n: int) -> Costs:
-    return measure(f"{n}-step chain, dispatched", "aws_flows.remote_chain", n, steps=n)
+def dispatched_chain(n: int, *, inline_seconds: float | None = None) -> Costs:
+    name = f"{n}-step chain, dispatched"
+    if inline_seconds is not None:
+        name += f", InlineSeconds={inline_seconds:g}"
+    return measure(name, "aws_flows.remote_chain", n, steps=n, inline_seconds=inline_seconds)
 
 
 def local_chain(n: int) -> Costs:
     return measure(f"{n}-step chain, local", "aws_flows.local_chain", n, steps=n)
+
+
+def fan_out(n: int) -> Costs:
+    return measure(f"{n}-way fan-out, dispatched", "aws_flows.fan_out", n, steps=n)
 
 
 def chain10_handwritten() -> Costs:
@@ -597,16 +877,13 @@ class Results:
         ]
         for costs in self.more:
             rows.append(costs.row())
-            if "dispatched" in costs.name:
+            if costs.name.endswith("dispatched"):
                 rows.append(self.ldf(costs, waits=0))
         return rows
 
     def local_step(self) -> tuple[tuple[int, int], dict[str, float], float, float] | None:
         """Marginal cost of one local-activity step, from the two local chain lengths run."""
-        locals_ = sorted(
-            (c for c in [self.local10, *self.more] if c.name.endswith("local")),
-            key=lambda c: c.steps,
-        )
+        locals_ = self.local_chains()
         if len(locals_) < 2:
             return None
         a, b = locals_[0], locals_[-1]
@@ -621,6 +898,12 @@ class Results:
             ops,
             (b.transitions - a.transitions) / n,
             (b.row().total - a.row().total) / n,
+        )
+
+    def local_chains(self) -> list[Costs]:
+        return sorted(
+            (c for c in [self.local10, *self.more] if c.name.endswith("local")),
+            key=lambda c: c.steps,
         )
 
     def verdicts(self) -> list[str]:
@@ -641,18 +924,23 @@ class Results:
                 f"chains' difference) {sum(dynamo.values()):g} DynamoDB requests ({detail}), "
                 f"{transitions:g} transitions, ${dollars * 1e6:,.2f} per million steps"
             )
-        for durable in (self.chain10, self.local10):
-            ok = durable.row().total < self.chain10_hand.row().total
+        hand = self.chain10_hand
+        for durable, what in (
+            (self.chain10, "10-step activity chain (activity Lambda, waited for)"),
+            (self.local10, "10-step local-activity chain"),
+        ):
+            ok = durable.row().total < hand.row().total
             lines.append(
-                f"* **{'PASS' if ok else 'FAIL'}** {durable.name} costs less than the "
-                f"hand-written 10-step chain: ${durable.row().total * 1e3:.4f} vs "
-                f"${self.chain10_hand.row().total * 1e3:.4f} per 1,000 runs "
-                f"({durable.transitions} vs {self.chain10_hand.transitions} transitions)"
+                f"* **{'PASS' if ok else 'FAIL'}** {what} costs less than a hand-written "
+                f"Standard state machine: ${durable.row().total * 1e3:.4f} vs "
+                f"${hand.row().total * 1e3:.4f} per 1,000 runs = "
+                f"{durable.row().total / hand.row().total:.2f}x "
+                f"({durable.transitions} vs {hand.transitions} transitions)"
             )
         ratio = self.remind.row().total / self.remind_hand.row().total
         lines.append(
-            f"* **{'PASS' if ratio <= 2 else 'FAIL'}** remind_user within 2x of the hand-written "
-            f"one: ${self.remind.row().total * 1e3:.4f} vs "
+            f"* **{'PASS' if ratio <= 2 else 'FAIL'}** remind-user flow within 2x of the "
+            f"hand-written one: ${self.remind.row().total * 1e3:.4f} vs "
             f"${self.remind_hand.row().total * 1e3:.4f} per 1,000 runs = {ratio:.2f}x "
             f"({self.remind.transitions} vs {self.remind_hand.transitions} transitions)"
         )
@@ -672,6 +960,32 @@ class Results:
                 + ", ".join(f"{k} {share:.0%}" for k, share in shares)
                 + " of the cost."
             )
+        for costs in (self.remind, self.chain10, *self.more):
+            orchestrator = costs.per_function().get("orchestrator")
+            if orchestrator is None or not orchestrator.waiting_ms:
+                continue
+            waiting = orchestrator.waiting_ms / 1000 * orchestrator.memory_mb / 1024
+            lines.append(
+                f"* durable {costs.name}: the orchestrator waits {orchestrator.waiting_ms:,.0f} "
+                f"ms on synchronous activity invocations ({waiting:.3g} GB-s, "
+                f"${waiting * PRICES['lambda_gb_second'] * 1e3:.4f} per 1,000 runs, "
+                f"{waiting * PRICES['lambda_gb_second'] / costs.row().total:.1%} of the total); "
+                f"a Step Functions task would wait for free."
+            )
+        for costs in (self.remind, self.chain10, self.local10, *self.more):
+            parks = costs.answers.count("park")
+            if not parks:
+                continue
+            activity = costs.lambda_invocations["activity"]
+            lines.append(
+                f"* durable {costs.name}: the loop parked {parks} times, woken "
+                f"{parks - costs.timed_out} times by a post, and {costs.answers.count('mail')} "
+                "times a post came in while it parked (the same invocation went on): "
+                f"{costs.lambda_invocations['orchestrator']} orchestrator invocations and "
+                f"{costs.transitions} transitions for {activity} activity invocations. "
+                "Started asynchronously, every outcome posted wakes the loop; how many "
+                "arrive together depends on timing, so these counts change from run to run."
+            )
         sfn = PRICES["sfn_transition"]
         for durable, hand, factor, target in (
             (self.remind, self.remind_hand, 2.0, "within 2x of"),
@@ -685,17 +999,28 @@ class Results:
                 f"transitions per run (it spends {durable.transitions}; the hand-written "
                 f"machine {hand.transitions})."
             )
-        local = sorted(
-            (c for c in [self.local10, *self.more] if c.name.endswith("local")),
-            key=lambda c: c.steps,
-        )
         lines.append(
             "* Read units per additional local step: "
             + ", ".join(
                 f"{(b.rru - a.rru) / (b.steps - a.steps):.1f} over steps {a.steps + 1}-{b.steps}"
-                for a, b in itertools.pairwise(local)
+                for a, b in itertools.pairwise(self.local_chains())
             )
-            + " (each orchestration step reads the history it has so far)."
+            + " (the Query of the inbox each step makes; a warm orchestrator resumes the "
+            "workflow instead of reading its history)."
+        )
+        chains = sorted(
+            (c for c in [self.chain10, *self.more] if c.name.endswith("chain, dispatched")),
+            key=lambda c: c.steps,
+        )
+        lines.append(
+            "* Read units per activity invocation in the dispatched chains: "
+            + ", ".join(
+                f"{c.per_function()['activity'].rru / c.lambda_invocations['activity']:.1f} "
+                f"over {c.steps} steps"
+                for c in chains
+            )
+            + " (each reads its run's whole history to find its attempt, so a step's reads "
+            "grow with the history)."
         )
         for costs, waits in ((self.remind, 2), (self.chain10, 0)):
             ratio = costs.row().total / self.ldf(costs, waits).total
@@ -723,11 +1048,16 @@ class Results:
             + ", ".join(f"{k} {v} MB" for k, v in sorted(memory.items()))
             + f"; the hand-written machines' functions get the activity's {memory['activity']} MB.",
             f"* Lambda duration: {BASE_MS:g} ms per invocation + {REQUEST_MS:g} ms per AWS "
-            "request it made (counted); business logic free on every side. The in-process "
-            "time under moto is not representative (shown below for reference only).",
+            "request it made (counted) + the whole billed duration of every invocation it "
+            "waited for (a synchronous invoke: the orchestrator waiting on the activity Lambda "
+            "pays for the activity's time again; a round invoked at once costs its longest "
+            "invocation); business logic free on every side. The in-process time under moto "
+            "is not representative (shown below for reference only).",
             "* DynamoDB units estimated from item sizes: 1 write unit per KB, 2x in a "
             "transaction; 1 read unit per 4 KB strongly consistent (the store reads "
             "consistently), 0.5 eventually; Query by the total size returned.",
+            "* Step Functions: every state entered is a billed transition (counted from the "
+            "executions' histories).",
             "* Lambda durable functions (not emulated): $8.00 per million durable "
             "operations, $0.25 per GB written, $0.15 per GB-month retained; source: "
             f"{LDF_SOURCE}. Mapping: 1 operation to start, 1 per step, 1 per wait; one "
@@ -748,12 +1078,21 @@ class Results:
                 dollars_label="$ per million steps",
             ),
             "",
+            "## Lambda time per function",
+            "",
+            "Billed milliseconds per run by the model: the base per invocation, the "
+            "function's own AWS requests, and the time it waits on synchronous invocations "
+            "of another function (counted again there).",
+            "",
+            *_functions_table([c for c in self.all() if c.system == "durable"]),
+            "",
             "## Where the transitions go: remind_user",
             "",
             *_states_table(
                 "durable (infra/statemachine.asl.json)",
                 self.remind.states,
-                loop_states(REMIND_DECISIONS),
+                loop_states(self.remind.answers, timed_out=self.remind.timed_out),
+                self.remind.answers,
             ),
             "",
             *_states_table(
@@ -765,15 +1104,17 @@ class Results:
             "## Where the transitions go: 10-step chain",
             "",
             *_states_table(
-                "durable, dispatched activities",
+                "durable, activities in the activity Lambda",
                 self.chain10.states,
-                loop_states(chain_decisions(10)),
+                loop_states(self.chain10.answers, timed_out=self.chain10.timed_out),
+                self.chain10.answers,
             ),
             "",
             *_states_table(
                 "durable, local activities",
                 self.local10.states,
-                loop_states([("succeed", 0)]),
+                loop_states(self.local10.answers, timed_out=self.local10.timed_out),
+                self.local10.answers,
             ),
             "",
             *_states_table(
@@ -782,16 +1123,32 @@ class Results:
                 handwritten_states("chain10.asl.json"),
             ),
             "",
+            "## Where the transitions go: the other workloads",
+            "",
+            *(
+                line
+                for costs in self.more
+                for line in (
+                    *_states_table(
+                        f"durable {costs.name}",
+                        costs.states,
+                        loop_states(costs.answers, timed_out=costs.timed_out),
+                        costs.answers,
+                    ),
+                    "",
+                )
+            ),
             "## Counted requests",
             "",
-            "| system | workload | Lambda invocations | AWS requests | in-process GB-s (moto) |",
-            "|---|---|---|---|---|",
+            "| system | workload | Lambda invocations | AWS requests | unattributed "
+            "| in-process GB-s (moto) |",
+            "|---|---|---|---|---|---|",
             *(
                 f"| {c.system} | {c.name} | "
                 + ", ".join(f"{k} {v}" for k, v in sorted(c.lambda_invocations.items()))
                 + " | "
                 + (", ".join(f"{k} {v}" for k, v in sorted(c.requests.items())) or "none")
-                + f" | {c.measured_gb_seconds:.3f} |"
+                + f" | {sum(c.unattributed.values())} | {c.measured_gb_seconds:.3f} |"
                 for c in self.all()
             ),
             "",
@@ -845,11 +1202,49 @@ def _table(rows: list[Row], *, dollars_scale: float, dollars_label: str) -> list
     return lines
 
 
-def _states_table(title: str, counted: Counter[str], implied: Counter[str]) -> list[str]:
-    lines = [f"{title}:", "", "| state | entered | implied by the ASL |", "|---|---|---|"]
-    for state in [*implied, *(s for s in counted if s not in implied)]:  # ASL order
-        lines.append(f"| {state} | {counted[state]} | {implied[state]} |")
-    lines.append(f"| **total** | **{sum(counted.values())}** | **{sum(implied.values())}** |")
+def _functions_table(runs: list[Costs]) -> list[str]:
+    lines = [
+        "| workload | function | invocations | MB | base ms | request ms | waiting ms "
+        "| billed ms | GB-s | $ per 1,000 runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for costs in runs:
+        counts = costs.lambda_invocations
+        for kind, total in sorted(costs.per_function().items()):
+            gb_s = costs.function_gb_seconds(kind)
+            base = BASE_MS * counts[kind]
+            dollars = counts[kind] * PRICES["lambda_request"] + gb_s * PRICES["lambda_gb_second"]
+            lines.append(
+                f"| {costs.name} | {kind} | {counts[kind]} | {total.memory_mb} | {base:,.0f} "
+                f"| {total.request_ms:,.0f} | {total.waiting_ms:,.0f} "
+                f"| {base + total.request_ms + total.waiting_ms:,.0f} | {_num(gb_s)} "
+                f"| {dollars * 1e3:.4f} |"
+            )
+    return lines
+
+
+def _states_table(
+    title: str, counted: Counter[str], implied: Counter[str], answers: Sequence[str] = ()
+) -> list[str]:
+    source = "the orchestrator's answers" if answers else "the ASL"
+    lines = [f"{title}:", ""]
+    if answers:
+        lines += [
+            "orchestrator answers: " + ", ".join(f"{k} {v}" for k, v in Counter(answers).items()),
+            "",
+        ]
+    lines += [
+        f"| state | entered | implied by {source} | $ per 1,000 runs |",
+        "|---|---|---|---|",
+    ]
+    for state in [*implied, *(s for s in counted if s not in implied)]:
+        dollars = counted[state] * PRICES["sfn_transition"] * 1e3
+        lines.append(f"| {state} | {counted[state]} | {implied[state]} | {dollars:.4f} |")
+    total = sum(counted.values())
+    lines.append(
+        f"| **total** | **{total}** | **{sum(implied.values())}** "
+        f"| **{total * PRICES['sfn_transition'] * 1e3:.4f}** |"
+    )
     return lines
 
 
@@ -861,7 +1256,17 @@ def run(*, quick: bool = False) -> Results:
         chain10=dispatched_chain(10),
         local10=local_chain(10),
         chain10_hand=chain10_handwritten(),
-        more=[local_chain(1)] + ([] if quick else [local_chain(100), dispatched_chain(100)]),
+        more=[local_chain(1), fan_out(5)]
+        + (
+            []
+            if quick
+            else [
+                local_chain(100),
+                dispatched_chain(100),
+                fan_out(100),
+                dispatched_chain(10, inline_seconds=0),
+            ]
+        ),
     )
     results.seconds = time.monotonic() - started
     return results
@@ -869,7 +1274,9 @@ def run(*, quick: bool = False) -> Results:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.aws_costs", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="skip the 100-step chains")
+    parser.add_argument(
+        "--quick", action="store_true", help="skip the 100-step workloads and InlineSeconds=0"
+    )
     parser.add_argument("--write", type=Path, help="also write the report to this file")
     args = parser.parse_args(argv)
     logging.disable(logging.INFO)  # the handlers' own logs; metrics go to the captured stdout

@@ -397,13 +397,38 @@ def test_api_errors_are_clear() -> None:
 
 def test_costs_of_a_run_stay_where_they_are() -> None:
     """Counted from the emulated run (python -m tests.aws_costs prints the full report)."""
-    from tests.aws_costs import measure
+    from tests.aws_costs import BASE_MS, REQUEST_MS, measure
 
     remind = measure("remind_user", "remind_user", ADA)
-    assert remind.transitions == 17
-    assert remind.lambda_invocations == Counter(api=1, orchestrator=5, activity=2)
+    # start, sleep 2 h; email (waited for), sleep a day; email (waited for), done
+    assert remind.answers == ["sleep", "sleep", "durable.Succeeded"]
+    assert remind.states == Counter(Orchestrate=3, Sleep=2, Finished=1)
+    assert remind.transitions == 6
+    assert remind.lambda_invocations == Counter(api=1, orchestrator=3, activity=2)
+    assert remind.requests == Counter(
+        {
+            # the API's create (1) and the orchestrator's five commits: the first sleep,
+            # then per email the fired timer's step and the step with the email's outcome
+            "dynamodb:TransactWriteItems": 1 + 5,
+            # the orchestrator's first load; each activity reads its attempt (history:
+            # header, events, header again)
+            "dynamodb:GetItem": 2 + 2 * 2,
+            "dynamodb:Query": 6 + 2 * 1,
+            "lambda:Invoke": 2,
+            "stepfunctions:StartExecution": 1,
+            "stepfunctions:SendTaskSuccess": 2,
+            "stepfunctions:SendTaskFailure": 1,
+        }
+    )
+    assert not remind.unattributed
+    # The orchestrator is billed for the time it waits on each activity invocation.
+    activities = [i for i in remind.invocations if i.kind == "activity"]
+    assert [i.seconds * 1000 for i in activities] == [BASE_MS + 3 * REQUEST_MS] * 2
+    waiting = sum(i.waiting_ms for i in remind.invocations if i.kind == "orchestrator")
+    assert waiting == 2 * (BASE_MS + 3 * REQUEST_MS)
+
     local = measure("local", "aws_flows.local_chain", 100)
-    assert local.transitions == 3  # Orchestrate, Route, Finished
+    assert local.states == Counter(Orchestrate=1, Finished=1)
     assert local.lambda_invocations == Counter(api=1, orchestrator=1)
     # A local step is one transaction (its outcome and what follows, committed together)
     # and one Query (the inbox); the orchestrator resumes the generator instead of
