@@ -87,8 +87,10 @@ def test_a_reply_with_an_outcome_is_the_attempts_result() -> None:
 
     assert [r.result if r else None for r in results] == [10, 20]
     sent = sorted(client.calls, key=lambda c: c["Payload"]["task_id"])
+    work = {"activity": "shop.charge", "input": {"args": []}, "timeout": 30.0}
     assert [c["Payload"] for c in sent] == [
         {"instance_id": "inst", "run": 1, "task_id": t, "attempt": 1, "reply_by": 1_003.0}
+        | {"work": work}  # the attempt travels whole: no history read in the activity
         for t in (1, 2)
     ]
     assert all(c["FunctionName"] == "stack-activity" for c in sent)
@@ -353,3 +355,15 @@ def test_a_task_that_timed_out_under_the_orchestrator_leaves_no_dead_token() -> 
 
     assert answer_task(LoopDecision("park", refs, wait_seconds=1), answers) == "expired"
     assert answers.done == [("start", refs)]  # the attempts still run; nothing parked
+
+
+def test_an_attempt_with_a_big_input_travels_as_a_reference_only() -> None:
+    from durable.runtime.aws_loop import CARRIED_INPUT_BYTES
+
+    client = _LambdaClient(lambda p: _ok({"status": "completed"}))
+    big = ActivityWork("inst", 1, 1, 1, "shop.charge", {"args": ["x" * CARRIED_INPUT_BYTES]}, None)
+
+    _dispatcher(client).call([big], 3.0)
+
+    [sent] = client.calls
+    assert "work" not in sent["Payload"]

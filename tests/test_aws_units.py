@@ -514,6 +514,18 @@ def test_an_attempt_invoked_here_is_not_taken_for_lost_while_it_runs() -> None:
 # ----------------------------------------------------------------------------- the activity handler
 
 
+class _CountingStore(MemoryStore):
+    """A MemoryStore that counts history reads (what an activity invocation costs in reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history_reads = 0
+
+    def history(self, instance_id: str, run: int | None = None) -> Any:
+        self.history_reads += 1
+        return super().history(instance_id, run=run)
+
+
 @pytest.fixture
 def activity_lambda(monkeypatch: pytest.MonkeyPatch) -> Any:
     """``activity_handler`` with a MemoryStore behind it (no AWS call is made on this path)."""
@@ -523,7 +535,7 @@ def activity_lambda(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "durable")
-    store, clock = MemoryStore(), VirtualClock()
+    store, clock = _CountingStore(), VirtualClock()
     aws_config.configure(store_factory=lambda settings, waker: store, clock=clock)  # type: ignore[arg-type,return-value]
 
     def invoke(event: dict[str, Any]) -> Any:
@@ -569,3 +581,39 @@ def test_an_attempt_started_without_a_wait_posts_its_outcome(activity_lambda: An
 
     assert invoke(vars(ref)) == {"status": "completed"}
     assert [m.result for m in store.load(iid).inbox] == [10]
+
+
+def test_an_attempt_carried_whole_runs_without_reading_the_history(activity_lambda: Any) -> None:
+    from durable.history import message_from_json
+
+    store, clock, invoke = activity_lambda
+    iid = _start(store, remote_chain, 1, clock)
+    lam = _ActivityLambda(store, clock, silent={1})
+    orchestrate(
+        store,
+        iid,
+        resolve=get_workflow,
+        clock=clock,
+        time_left=lambda: 600.0,
+        dispatcher=lam,
+        inline_seconds=3.0,
+    )
+    [task_id] = lam.rounds[0]
+    ref = ActivityRef(iid, 1, task_id, 1)
+    scheduled = next(e for e in store.history(iid) if e.kind == "ActivityScheduled")
+    carried = {"activity": scheduled.activity, "input": scheduled.input}  # no timeout: None
+    reads = store.history_reads
+
+    reply = invoke({**vars(ref), "reply_by": time.time() + 30, "work": carried})
+
+    assert store.history_reads == reads
+    assert message_from_json(reply["outcome"]).result == 10
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics")  # powertools, on the way out
+def test_a_malformed_carried_attempt_is_refused_by_name(activity_lambda: Any) -> None:
+    _, _, invoke = activity_lambda
+    ref = {"instance_id": "i", "run": 1, "task_id": 1, "attempt": 1, "reply_by": time.time() + 30}
+
+    with pytest.raises(ValueError, match="not a carried activity attempt"):
+        invoke({**ref, "work": {"input": []}})

@@ -40,6 +40,7 @@ from durable.runtime.aws_loop import (
     LoopDecision,
     Observer,
     answer_task,
+    attempt_from_carried,
     error_summary,
     orchestrate,
     run_referenced_attempt,
@@ -264,7 +265,8 @@ def activity_handler(event: dict[str, Any], context: LambdaContext) -> dict[str,
 
     With ``reply_by`` in the event (epoch seconds: the orchestrator is waiting)
     an attempt that finishes before it answers with its ``outcome`` instead of
-    posting it. With ``crash`` (the invocation before died: its error and
+    posting it; such an event may carry the attempt itself (``work``: activity,
+    input, timeout), sparing a read of the history. With ``crash`` (the invocation before died: its error and
     cause) the attempt is recorded as failed instead of run.
     """
     ref = ActivityRef.parse(event)
@@ -277,6 +279,7 @@ def activity_handler(event: dict[str, Any], context: LambdaContext) -> dict[str,
     if isinstance(raw_reply_by, int | float) and not isinstance(raw_reply_by, bool):
         reply_by = float(raw_reply_by)
     waited_for = reply_by is not None
+    carried = event.get("work")
     result = run_referenced_attempt(
         svc.store,
         ref,
@@ -284,6 +287,7 @@ def activity_handler(event: dict[str, Any], context: LambdaContext) -> dict[str,
         limit=_time_left(context) - _ACTIVITY_TIME_MARGIN,
         crash=crash if isinstance(crash, dict) else None,
         post=not waited_for,
+        work=attempt_from_carried(ref, carried) if waited_for and carried is not None else None,
     )
     metrics.add_metric(name="ActivityAttempts", unit=MetricUnit.Count, value=1)
     if result is None:

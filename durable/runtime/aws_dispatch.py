@@ -28,7 +28,7 @@ from botocore.exceptions import (
 from durable.decision import ActivityWork
 from durable.history import ActivityResult, message_from_json
 from durable.runtime.activity import failed_result
-from durable.runtime.aws_loop import ActivityCrashed, ActivityRef
+from durable.runtime.aws_loop import ActivityCrashed, ActivityRef, carried_work
 from durable.runtime.clock import Clock
 
 REPLY_GRACE_SECONDS = 2.0
@@ -94,7 +94,10 @@ class LambdaDispatcher:
         )
 
     def _call_one(self, work: ActivityWork, reply_by: float) -> ActivityResult | None:
-        payload = {**asdict(ActivityRef.of(work)), "reply_by": reply_by}
+        payload: dict[str, Any] = {**asdict(ActivityRef.of(work)), "reply_by": reply_by}
+        carried = carried_work(work)
+        if carried is not None:
+            payload["work"] = carried  # spares the activity a read of the whole history
         try:
             response = self._waiting_client.invoke(
                 FunctionName=self._function, Payload=json.dumps(payload).encode("utf-8")

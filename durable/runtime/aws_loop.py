@@ -27,6 +27,7 @@ it reads the attempt from the history by reference.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -99,6 +100,7 @@ class ActivityRef:
 
     @classmethod
     def parse(cls, event: dict[str, Any]) -> ActivityRef:
+        """The reference in an activity invocation's event (raises ValueError naming it)."""
         try:
             return cls(
                 instance_id=str(event["instance_id"]),
@@ -540,6 +542,42 @@ def attempt_from_history(history: Sequence[Event], ref: ActivityRef) -> Activity
     )
 
 
+CARRIED_INPUT_BYTES = 64 * 1024
+"""An attempt whose encoded input is at most this big travels whole to a waited-for invocation."""
+
+
+def carried_work(work: ActivityWork) -> dict[str, Any] | None:
+    """What a waited-for invocation needs to run ``work`` without reading the history.
+
+    ``None`` when the input is too big to travel (the activity reads it from
+    the history instead).
+    """
+    fields = {"activity": work.activity, "input": work.input, "timeout": work.timeout}
+    try:
+        size = len(json.dumps(fields).encode("utf-8"))
+    except (TypeError, ValueError):
+        return None
+    return fields if size <= CARRIED_INPUT_BYTES else None
+
+
+def attempt_from_carried(ref: ActivityRef, carried: Any) -> ActivityWork:
+    """The attempt ``ref`` names, from what :func:`carried_work` sent (raises ValueError)."""
+    if not isinstance(carried, dict) or not isinstance(carried.get("activity"), str):
+        raise ValueError(f"not a carried activity attempt: {carried!r}")
+    timeout = carried.get("timeout")
+    if timeout is not None and not isinstance(timeout, int | float):
+        raise ValueError(f"not a carried activity timeout: {timeout!r}")
+    return ActivityWork(
+        instance_id=ref.instance_id,
+        run=ref.run,
+        task_id=ref.task_id,
+        attempt=ref.attempt,
+        activity=carried["activity"],
+        input=carried.get("input"),
+        timeout=None if timeout is None else float(timeout),
+    )
+
+
 def run_referenced_attempt(
     store: HistoryStore,
     ref: ActivityRef,
@@ -548,21 +586,25 @@ def run_referenced_attempt(
     crash: dict[str, Any] | None = None,
     *,
     post: bool = True,
+    work: ActivityWork | None = None,
 ) -> ActivityResult | None:
     """Run the attempt ``ref`` names and post its outcome; ``None`` if there was nothing to run.
 
     With ``crash`` (the ``{"Error", "Cause"}`` of an invocation that died) the
     attempt is not run but recorded as failed. Posting twice is harmless: the
     engine keeps the first outcome of an attempt and drops the rest. With
-    ``post=False`` the outcome is only returned (the caller records it).
+    ``post=False`` the outcome is only returned (the caller records it). With
+    ``work`` (carried by a waited-for invocation, which is never delivered
+    twice) the history is not read.
     """
-    try:
-        history = store.history(ref.instance_id, run=ref.run)
-    except InstanceNotFoundError:
-        return None
-    work = attempt_from_history(history, ref)
     if work is None:
-        return None
+        try:
+            history = store.history(ref.instance_id, run=ref.run)
+        except InstanceNotFoundError:
+            return None
+        work = attempt_from_history(history, ref)
+        if work is None:
+            return None
     if crash is not None:
         detail = f"{crash.get('Error', 'Unknown')}: {crash.get('Cause', '')}".strip(": ")
         result = failed_result(work, ActivityCrashed(detail), clock.now())
