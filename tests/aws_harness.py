@@ -18,7 +18,8 @@ Follows ../shared/AWS-TESTING.md:
   ``tests/moto_dynamodb.py`` does. (A fourth, moto's list-form ``Fn::Sub``
   turning ``$$`` into ``$``, is avoided in the template by the one-argument form.)
 * time: a :class:`VirtualClock` the handlers use; Wait states advance it
-  instead of sleeping, and a parked Orchestrate task (its token left on the
+  instead of sleeping (a fan-in wait of ``FAN_IN_SECONDS`` also sleeps, since
+  what is posted meanwhile decides what the next step takes), and a parked Orchestrate task (its token left on the
   instance) that times out advances it by the task's timeout after
   ``park_real_seconds`` of real waiting (long enough for a test to deliver an
   event through the API while the loop is parked).
@@ -62,6 +63,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service impor
 from moto.stepfunctions.parser.asl.component.state.wait.wait_function import wait_function
 
 from durable.runtime import aws_config
+from durable.runtime.aws_loop import FAN_IN_SECONDS
 from durable.runtime.clock import VirtualClock
 from tests.moto_dynamodb import serialized_moto_dynamodb
 
@@ -205,6 +207,8 @@ class AwsHarness:
         )
 
         def skip_wait(function: Any, env: Any, wait_seconds: int) -> None:
+            if 0 < wait_seconds <= FAN_IN_SECONDS:
+                time.sleep(wait_seconds)  # a fan-in wait: what gets posted meanwhile matters
             harness.clock.advance_to(harness.clock.now() + timedelta(seconds=wait_seconds))
 
         self._stack.enter_context(

@@ -367,3 +367,12 @@ def test_an_attempt_with_a_big_input_travels_as_a_reference_only() -> None:
 
     [sent] = client.calls
     assert "work" not in sent["Payload"]
+
+
+def test_a_park_leaves_the_fan_in_wait_for_the_woken_loop() -> None:
+    answers = _Answers(left=600.0)
+    decision = LoopDecision("park", wait_seconds=600, woken_wait=1)
+
+    assert answer_task(decision, answers) == "park"
+    [(kind, output)] = answers.done
+    assert kind == "park" and output["wait_seconds"] == 1

@@ -454,8 +454,8 @@ def test_an_activity_still_running_when_the_wait_ends_parks_the_loop_for_its_pos
     assert _orchestrate(store, iid, clock).next == "succeed"
 
 
-def test_no_waiting_without_time_for_it_or_past_the_round_limit() -> None:
-    from durable.runtime.aws_loop import INLINE_MAX_ACTIVITIES, TIME_MARGIN_SECONDS
+def test_no_waiting_without_time_for_it() -> None:
+    from durable.runtime.aws_loop import TIME_MARGIN_SECONDS
 
     store, clock = MemoryStore(), VirtualClock()
     lam = _ActivityLambda(store, clock)
@@ -469,8 +469,19 @@ def test_no_waiting_without_time_for_it_or_past_the_round_limit() -> None:
         dispatcher=lam,
         inline_seconds=3.0,
     )
-    wide = _start(store, fan_out, INLINE_MAX_ACTIVITIES + 1, clock)
-    big = orchestrate(
+
+    assert lam.rounds == []
+    assert low.next == "park" and len(low.activities) == 1
+
+
+def test_a_wide_round_is_invoked_in_waves() -> None:
+    from durable.runtime.aws_loop import INLINE_MAX_ACTIVITIES
+
+    store, clock = MemoryStore(), VirtualClock()
+    lam = _ActivityLambda(store, clock)
+    wide = _start(store, fan_out, 2 * INLINE_MAX_ACTIVITIES + 1, clock)
+
+    done = orchestrate(
         store,
         wide,
         resolve=get_workflow,
@@ -480,9 +491,33 @@ def test_no_waiting_without_time_for_it_or_past_the_round_limit() -> None:
         inline_seconds=3.0,
     )
 
-    assert lam.rounds == []
-    assert low.next == "park" and len(low.activities) == 1
-    assert big.next == "park" and len(big.activities) == INLINE_MAX_ACTIVITIES + 1
+    assert [len(r) for r in lam.rounds] == [INLINE_MAX_ACTIVITIES, INLINE_MAX_ACTIVITIES, 1]
+    assert done.next == "succeed" and done.steps == 2  # one commit took every outcome
+    assert store.get(wide).output == 10 * sum(range(2 * INLINE_MAX_ACTIVITIES + 1))  # type: ignore[union-attr]
+
+
+def test_once_an_attempt_outlasts_a_wave_the_rest_are_started_without_waiting() -> None:
+    from durable.runtime.aws_loop import INLINE_MAX_ACTIVITIES
+
+    store, clock = MemoryStore(), VirtualClock()
+    wide = _start(store, fan_out, INLINE_MAX_ACTIVITIES + 10, clock)
+    first_task = 1  # the first activity of the round (task ids count from 1)
+    lam = _ActivityLambda(store, clock, silent=frozenset({first_task}))
+
+    parked = orchestrate(
+        store,
+        wide,
+        resolve=get_workflow,
+        clock=clock,
+        time_left=lambda: 600.0,
+        dispatcher=lam,
+        inline_seconds=3.0,
+    )
+
+    assert [len(r) for r in lam.rounds] == [INLINE_MAX_ACTIVITIES]
+    assert parked.next == "park"
+    started = {ref.task_id for ref in parked.activities}
+    assert len(started) == 10 and not started & set(lam.rounds[0])
 
 
 @workflow(name="aws_units.fan_out")
@@ -617,3 +652,21 @@ def test_a_malformed_carried_attempt_is_refused_by_name(activity_lambda: Any) ->
 
     with pytest.raises(ValueError, match="not a carried activity attempt"):
         invoke({**ref, "work": {"input": []}})
+
+
+def test_a_park_on_several_attempts_waits_a_moment_once_woken() -> None:
+    from durable.runtime.aws_loop import FAN_IN_SECONDS
+
+    store, clock = MemoryStore(), VirtualClock()
+    several = _start(store, fan_out, 3, clock)
+    one = _start(store, remote_chain, 1, clock)
+
+    parked_on_three = _orchestrate(store, several, clock)
+    parked_on_one = _orchestrate(store, one, clock)
+
+    assert parked_on_three.next == parked_on_one.next == "park"
+    assert parked_on_three.woken_wait == FAN_IN_SECONDS
+    assert parked_on_one.woken_wait == 0
+    # woken by one of the three outcomes, the next step still waits on two: wait again
+    _run_all(store, clock, LoopDecision("park", parked_on_three.activities[:1]))
+    assert _orchestrate(store, several, clock).woken_wait == FAN_IN_SECONDS

@@ -11,7 +11,8 @@ the loop does next with a small :class:`LoopDecision`::
     park        anything else (events, children, activities still running,
                 timers alongside them, nothing at all): start the activities
                 listed, leave the token for whoever posts next; the task
-                times out after wait_seconds (the next timer, or a week)
+                times out after wait_seconds (the next timer, or a week);
+                woken with several attempts out, wait FAN_IN_SECONDS first
     continue    come back at once (the Lambda's time ran low)
     hand_over   this execution's history is long enough: start a successor, end
     succeed     the instance completed      fail   it failed, was canceled or terminated
@@ -61,7 +62,7 @@ from durable.store.base import HistoryStore
 HAND_OVER_EVENTS = 20_000
 """Default hand-over threshold; Step Functions fails an execution at 25,000 history events."""
 INLINE_MAX_ACTIVITIES = 64
-"""A round of at most this many activities is run by invoking the activity Lambda and waiting."""
+"""The orchestrator invokes and waits for at most this many activities at once (a wave)."""
 INLINE_SECONDS = 3.0
 """How long the orchestrator waits for activities it invoked (512 MB waiting 3 s costs about one
 state transition); an attempt still running after that posts its own outcome."""
@@ -77,6 +78,9 @@ LOST_AFTER_SECONDS = 900 + 60
 """An attempt started this long ago with no outcome is lost (default: Lambda's 15-minute
 maximum plus a minute): a started activity Lambda either reports or dies within its timeout,
 and an asynchronous invocation can be dropped after Lambda's own retries."""
+FAN_IN_SECONDS = 1
+"""A loop parked on several attempts waits this long once woken: the outcomes posted
+meanwhile are taken by one step instead of waking one orchestration each."""
 TIME_MARGIN_SECONDS = 10.0
 """Hand back to the loop when less than this is left of the Lambda's time."""
 
@@ -125,6 +129,10 @@ class LoopDecision:
     local_attempts: int = 0
     events_before: int = 0
     """The execution's budget used before this iteration (see ``weight``)."""
+    woken_wait: int = 0
+    """For a park: how long the loop waits once a post wakes it, so that outcomes of
+    attempts finishing together are taken by one step (``FAN_IN_SECONDS`` with several
+    attempts out, else 0)."""
 
     @property
     def weight(self) -> int:
@@ -208,11 +216,12 @@ def orchestrate(
     """Step ``instance_id`` while work is immediately available; say what the loop does next.
 
     Local activities run here. Other activities run in the activity Lambda
-    through ``dispatcher``: a round of at most ``INLINE_MAX_ACTIVITIES`` is
-    invoked and waited for up to ``inline_seconds``; what comes back in time is
-    recorded like a local attempt, by the commit of the step that follows it
-    (one checkpoint, never posted). Bigger rounds, or every round without a
-    dispatcher, are listed in a ``park`` decision for the caller to start.
+    through ``dispatcher``: invoked in waves of at most
+    ``INLINE_MAX_ACTIVITIES``, each waited for up to ``inline_seconds``; what
+    comes back in time is recorded like a local attempt, by the commit of the
+    step that follows it (one checkpoint, never posted). Once an attempt
+    outlasts a wait, the attempts not yet invoked (and every round, without a
+    dispatcher) are listed in a ``park`` decision for the caller to start.
     With ``recover`` (the previous orchestrator failed, maybe after its commit)
     the attempts of the first step are all pending ones, not only new ones,
     and the executions of unfinished children are started again
@@ -266,6 +275,7 @@ def _orchestrate(
     recovering = recover
     steps = local_runs = 0
     out_of_time = False
+    waiting_pays = True  # until an attempt outlasts a wait: then the rest is started async
     while True:
         started = _monotonic()
         decision = step(
@@ -303,14 +313,9 @@ def _orchestrate(
             # What ran is committed; the next invocation starts the attempts that did not.
             return LoopDecision("continue", recover=True, steps=steps, local_attempts=local_runs)
         if not (local or decision.more or decision.next_run is not None):
-            seconds = min(inline_seconds, time_left() - TIME_MARGIN_SECONDS)
-            if dispatcher is not None and 0 < len(remote) <= INLINE_MAX_ACTIVITIES and seconds > 0:
-                works = list(remote.values())
-                remote.clear()
-                answers = dispatcher.call(works, seconds)
-                got = [answer for answer in answers if answer is not None]
-                running.update(
-                    ActivityRef.of(w) for w, a in zip(works, answers, strict=True) if a is None
+            if dispatcher is not None and remote and waiting_pays:
+                got, waiting_pays = _call_in_waves(
+                    dispatcher, remote, running, inline_seconds, time_left
                 )
                 outcomes.extend(got)
                 if got:
@@ -330,7 +335,10 @@ def _orchestrate(
             if remote:  # started by the caller now: lost by then if still silent
                 started_now = now + timedelta(seconds=lost_after)
                 deadline = started_now if deadline is None else min(deadline, started_now)
-            return _route(decision, list(remote), now, deadline, steps, local_runs)
+            routed = _route(decision, list(remote), now, deadline, steps, local_runs)
+            if routed.next == "park" and len(in_flight) + len(remote) > 1:
+                routed.woken_wait = FAN_IN_SECONDS
+            return routed
         if time_left() < TIME_MARGIN_SECONDS:
             # Anything scheduled but not yet run is in ``pending`` for the next call.
             return LoopDecision("continue", recover=True, steps=steps, local_attempts=local_runs)
@@ -342,6 +350,38 @@ def _orchestrate(
             outcomes.append(result)
             obs.on_local_attempt(result)
             local_runs += 1
+
+
+def _call_in_waves(
+    dispatcher: Dispatcher,
+    remote: dict[ActivityRef, ActivityWork],
+    running: set[ActivityRef],
+    inline_seconds: float,
+    time_left: Callable[[], float],
+) -> tuple[list[ActivityResult], bool]:
+    """Invoke ``remote``'s attempts and wait for them, ``INLINE_MAX_ACTIVITIES`` at a time.
+
+    Takes from ``remote`` what was invoked (attempts still running go into
+    ``running``: they post their outcome). Returns the outcomes that came
+    back and whether waiting still pays: after a wave with an attempt still
+    running, or with no time left to wait, the rest is left in ``remote`` for
+    the caller to start asynchronously.
+    """
+    got: list[ActivityResult] = []
+    while remote:
+        seconds = min(inline_seconds, time_left() - TIME_MARGIN_SECONDS)
+        if seconds <= 0:
+            return got, False
+        wave = list(remote.values())[:INLINE_MAX_ACTIVITIES]
+        for work in wave:
+            del remote[ActivityRef.of(work)]
+        answers = dispatcher.call(wave, seconds)
+        got.extend(answer for answer in answers if answer is not None)
+        still = [ActivityRef.of(w) for w, a in zip(wave, answers, strict=True) if a is None]
+        running.update(still)
+        if still:
+            return got, False
+    return got, True
 
 
 def _lost_attempts(
@@ -450,7 +490,8 @@ def answer_task(decision: LoopDecision, answers: TaskAnswers) -> str:
     if left is None or not _fits(left, decision.wait_seconds):
         answers.succeed(decision.output(timeout=decision.wait_seconds))
         return "repark"
-    return "park" if answers.park(decision.output()) else "mail"
+    woken = decision.output(wait_seconds=decision.woken_wait)
+    return "park" if answers.park(woken) else "mail"
 
 
 def _fits(left: float, wanted: int) -> bool:
