@@ -670,3 +670,31 @@ def test_a_park_on_several_attempts_waits_a_moment_once_woken() -> None:
     # woken by one of the three outcomes, the next step still waits on two: wait again
     _run_all(store, clock, LoopDecision("park", parked_on_three.activities[:1]))
     assert _orchestrate(store, several, clock).woken_wait == FAN_IN_SECONDS
+
+
+def test_an_attempt_whose_invocations_keep_dying_is_recorded_as_failed() -> None:
+    """Dispatched LOST_GIVE_UP_PERIODS times without an outcome: the retry policy decides."""
+    from durable.history import EventMessage
+    from durable.runtime.aws_loop import LOST_GIVE_UP_PERIODS
+
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, activity_after_event, None, clock)
+    first = _orchestrate(store, iid, clock)
+    store.post(iid, EventMessage(event="go", data=1, received_at=clock.now()))
+    woken = _orchestrate(store, iid, clock)  # the event; the attempt is still out
+    assert woken.next == "park" and woken.activities == []
+    clock.advance_to(clock.now() + timedelta(seconds=woken.wait_seconds))
+    dispatched = [first.activities]
+    for _ in range(LOST_GIVE_UP_PERIODS - 1):  # every invocation dies: nothing is posted
+        again = _orchestrate(store, iid, clock)
+        assert again.next == "park" and again.activities == first.activities
+        dispatched.append(again.activities)
+        clock.advance_to(clock.now() + timedelta(seconds=again.wait_seconds))
+
+    ended = _orchestrate(store, iid, clock)
+
+    assert len(dispatched) == LOST_GIVE_UP_PERIODS
+    assert ended.next == "fail"  # no retry policy: the workflow's call raised
+    [failed] = [e for e in store.history(iid) if e.kind == "ActivityFailed"]
+    assert failed.error.type.endswith("ActivityCrashed")
+    assert "dispatched 3 times" in failed.error.message

@@ -81,6 +81,10 @@ and an asynchronous invocation can be dropped after Lambda's own retries."""
 FAN_IN_SECONDS = 1
 """A loop parked on several attempts waits this long once woken: the outcomes posted
 meanwhile are taken by one step instead of waking one orchestration each."""
+LOST_GIVE_UP_PERIODS = 3
+"""An attempt without outcome this many ``lost_after`` periods after it was scheduled (it was
+dispatched that many times) is recorded as failed (``ActivityCrashed``) instead of dispatched
+again: its invocations keep dying. The workflow's retry policy decides what follows."""
 TIME_MARGIN_SECONDS = 10.0
 """Hand back to the loop when less than this is left of the Lambda's time."""
 
@@ -329,9 +333,17 @@ def _orchestrate(
                 lost, deadline = _lost_attempts(
                     store.history(instance_id), in_flight, now, lost_after
                 )
-                for item in lost:
-                    if ActivityRef.of(item) not in running:
+                given_up = False
+                for item, age in lost:
+                    if ActivityRef.of(item) in running:
+                        continue
+                    if age >= LOST_GIVE_UP_PERIODS * lost_after:
+                        outcomes.append(failed_result(item, _never_answered(age), now))
+                        given_up = True
+                    else:
                         remote.setdefault(ActivityRef.of(item), item)
+                if given_up:
+                    continue  # step again: the workflow's retry policy decides
             if remote:  # started by the caller now: lost by then if still silent
                 started_now = now + timedelta(seconds=lost_after)
                 deadline = started_now if deadline is None else min(deadline, started_now)
@@ -386,12 +398,13 @@ def _call_in_waves(
 
 def _lost_attempts(
     history: Sequence[Event], in_flight: list[ActivityWork], now: datetime, lost_after: float
-) -> tuple[list[ActivityWork], datetime | None]:
-    """The attempts in flight for ``lost_after`` seconds, and when the next of the others is."""
+) -> tuple[list[tuple[ActivityWork, float]], datetime | None]:
+    """The attempts in flight for ``lost_after`` seconds (with their age in seconds), and
+    when the next of the others is."""
     started = {
         (e.task_id, e.attempt): e.timestamp for e in history if isinstance(e, ActivityScheduled)
     }
-    lost: list[ActivityWork] = []
+    lost: list[tuple[ActivityWork, float]] = []
     deadlines: list[datetime] = []
     for work in in_flight:
         at = started.get((work.task_id, work.attempt))
@@ -399,10 +412,18 @@ def _lost_attempts(
             continue
         deadline = at + timedelta(seconds=lost_after)
         if deadline <= now:
-            lost.append(work)
+            lost.append((work, (now - at).total_seconds()))
         else:
             deadlines.append(deadline)
     return lost, min(deadlines, default=None)
+
+
+def _never_answered(age: float) -> ActivityCrashed:
+    return ActivityCrashed(
+        f"no outcome {age:.0f}s after the attempt was scheduled, though it was dispatched "
+        f"{LOST_GIVE_UP_PERIODS} times: its invocations keep dying (longer than the activity "
+        "Lambda's timeout? out of memory?) or are dropped"
+    )
 
 
 def _route(
