@@ -90,3 +90,20 @@ def activity_and_timer(ctx: Context, n: int) -> Any:
     """An activity while a timer runs: the loop parks, the activity starts asynchronously."""
     results = yield ctx.all([ctx.call(square, n), ctx.sleep(timedelta(minutes=1))])
     return results[0]
+
+
+@workflow(name="aws_flows.naps")
+def naps(ctx: Context, n: int) -> Any:
+    """``n`` one-minute sleeps, each an iteration of the loop; the total of an activity."""
+    total = 0
+    for i in range(n):
+        yield ctx.sleep(timedelta(minutes=1))
+        total += yield ctx.call(square, i)
+    return total
+
+
+@workflow(name="aws_flows.long_sleep")
+def long_sleep(ctx: Context, days: int) -> Any:
+    """One sleep longer than a Step Functions execution may last (a year)."""
+    yield ctx.sleep(timedelta(days=days))
+    return days

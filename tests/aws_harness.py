@@ -17,7 +17,8 @@ Follows ../shared/AWS-TESTING.md:
   as Lambda does; moto DynamoDB does not serialize writes to an item, so
   ``tests/moto_dynamodb.py`` does. (A fourth, moto's list-form ``Fn::Sub``
   turning ``$$`` into ``$``, is avoided in the template by the one-argument form.)
-* time: a :class:`VirtualClock` the handlers use; Wait states advance it
+* time: a :class:`VirtualClock` the handlers use (an execution's start, which
+  the orchestrator gets from ``$$.Execution.StartTime``, is shifted into it); Wait states advance it
   instead of sleeping (a fan-in wait of ``FAN_IN_SECONDS`` also sleeps, since
   what is posted meanwhile decides what the next step takes), and a parked Orchestrate task (its token left on the
   instance) that times out advances it by the task's timeout after
@@ -47,7 +48,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -151,6 +152,7 @@ class AwsHarness:
         self.outputs: dict[str, str] = {}
         self._lock = threading.RLock()
         self._function_locks: dict[str, threading.Lock] = {}
+        self._start_offsets: dict[str, timedelta] = {}
         self._threads: list[threading.Thread] = []
         self._stack = contextlib.ExitStack()
         self.state_machine_arn = ""
@@ -338,6 +340,7 @@ class AwsHarness:
     def _call_once(self, fn: Any, payload: Any, asynchronous: bool) -> tuple[bool, Any]:
         module_name, _, attr = fn.handler.rpartition(".")
         handler = getattr(importlib.import_module(module_name), attr)
+        payload = self._in_virtual_time(payload)
         record = Invocation(
             fn.function_name, payload, asynchronous=asynchronous, thread=threading.get_ident()
         )
@@ -364,6 +367,21 @@ class AwsHarness:
                 record.seconds = time.monotonic() - started
                 record.done = True
         return True, result
+
+    def _in_virtual_time(self, payload: Any) -> Any:
+        """The Orchestrate payload with the execution's start in virtual time.
+
+        moto stamps ``$$.Execution.StartTime`` with the real time; the handlers
+        live in virtual time, so the start is shifted by how far virtual time
+        was ahead when the execution first ran its Orchestrate state.
+        """
+        if not isinstance(payload, dict) or not isinstance(payload.get("started"), str):
+            return payload
+        real = payload["started"]
+        with self._lock:
+            offset = self._start_offsets.setdefault(real, self.clock.skipped)
+        started = datetime.fromisoformat(real.replace("Z", "+00:00")) + offset
+        return {**payload, "started": started.isoformat()}
 
     def _function_lock(self, function_name: str) -> threading.Lock:
         with self._lock:

@@ -248,17 +248,27 @@ def test_child_workflow_runs_in_its_own_execution_and_wakes_the_parent() -> None
 
 
 def test_hand_over_to_a_successor_execution() -> None:
-    with AwsHarness(hand_over_events=50) as h:
-        iid = h.start("remind_user", ADA)
+    with AwsHarness(hand_over_events=50) as h:  # an iteration counts 20 events
+        iid = h.start("aws_flows.naps", 6)
         executions = _finished(h)
-        assert len(executions) >= 2
+        assert len(executions) == 3  # 7 iterations: 3 + 3 + 1
         names = sorted(e["name"] for e in executions)
         assert names[-1].endswith(f"-{len(executions) - 1}")
         assert all(n.rsplit("-", 1)[0] == names[0].rsplit("-", 1)[0] for n in names)
         assert {e["status"] for e in executions} == {"SUCCEEDED"}
-        status = h.status(iid)
-        assert status["output"] == {**ADA, "times_reminded": 2}
-        _once_per_task(h, iid)
+        assert h.status(iid)["output"] == sum(i * i for i in range(6))
+        assert _once_per_task(h, iid)["ActivityCompleted"] == 6
+
+
+def test_a_sleep_longer_than_a_year_hands_over_before_the_execution_limit() -> None:
+    """Executions end within a year: the orchestrator knows its execution's start."""
+    with AwsHarness() as h:
+        iid = h.start("aws_flows.long_sleep", 400)
+        executions = _finished(h)
+        assert h.status(iid)["output"] == 400
+        assert len(executions) == 2 and {e["status"] for e in executions} == {"SUCCEEDED"}
+        assert h.states_entered()["HandOver"] == 1
+        assert h.clock.skipped.days >= 399  # 400 days less the real seconds the test took
 
 
 # ----------------------------------------------------------------------------- crash points

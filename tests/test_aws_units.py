@@ -246,17 +246,31 @@ def long_sleep(ctx: Context, _: None) -> Any:
     return "done"
 
 
-def test_long_waits_are_cut_into_weeks_and_weigh_on_the_hand_over_budget() -> None:
+def test_long_waits_are_cut_into_weeks_and_an_old_execution_hands_over() -> None:
+    from durable.runtime.aws_loop import HAND_OVER_AGE_SECONDS, MAX_WAIT_SECONDS
+
     store, clock = MemoryStore(), VirtualClock()
     iid = _start(store, long_sleep, None, clock)
-    weeks = 0
-    while (decision := _orchestrate(store, iid, clock)).next == "sleep":
-        assert decision.wait_seconds <= 7 * 24 * 3600
+    started, weeks, executions = clock.now(), 0, 1
+
+    def orchestrate_in_execution() -> LoopDecision:
+        return orchestrate(
+            store, iid, resolve=get_workflow, clock=clock, time_left=lambda: 600.0, started=started
+        )
+
+    while (decision := orchestrate_in_execution()).next in ("sleep", "hand_over"):
+        if decision.next == "hand_over":  # a successor execution starts now
+            assert (clock.now() - started).total_seconds() >= HAND_OVER_AGE_SECONDS
+            started, executions = clock.now(), executions + 1
+            continue
+        assert decision.wait_seconds <= MAX_WAIT_SECONDS
+        assert decision.weight == 20  # however long it waits
         weeks += 1
         clock.advance_to(clock.now() + timedelta(seconds=decision.wait_seconds))
+        assert (clock.now() - started).total_seconds() < 365 * 24 * 3600  # Step Functions' limit
+
     assert decision.next == "succeed" and weeks == 58  # 400 days in weeks
-    week = LoopDecision("sleep", wait_seconds=7 * 24 * 3600)
-    assert 20_000 // week.weight * 7 < 365  # an execution hands over within a year
+    assert executions == 2
 
 
 def test_an_instance_of_unknown_code_is_stuck_and_looked_at_hourly() -> None:

@@ -100,6 +100,13 @@ def test_asl_has_the_loop_states() -> None:
     assert [c["ErrorEquals"] for c in orchestrate["Catch"]][-1] == ["States.ALL"]  # last
     assert states["Sleep"]["SecondsPath"] == "$.decision.wait_seconds"
     assert states["Sleep"]["Next"] == "Orchestrate"
+    # A timed-out park returns no decision: TimerDue counts its iteration itself, and the
+    # orchestrator knows the execution's age (it hands over well inside the one-year limit).
+    from durable.runtime.aws_loop import EVENTS_PER_ITERATION
+
+    due = states["TimerDue"]["Parameters"]["decision"]
+    assert due["events.$"] == f"States.MathAdd($.decision.events, {EVENTS_PER_ITERATION})"
+    assert orchestrate["Parameters"]["Payload"]["started.$"] == "$$.Execution.StartTime"
     # Every decision the loop builds has the shape the orchestrator answers with.
     from durable.runtime.aws_config import default_decision
     from durable.runtime.aws_loop import LoopDecision

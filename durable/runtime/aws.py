@@ -73,8 +73,8 @@ def orchestrator_handler(event: dict[str, Any], context: LambdaContext) -> dict[
     """Advance one instance as far as it goes now, then answer the task token.
 
     The event is the Orchestrate task's payload: ``instance_id``, ``token``,
-    ``entered`` and ``timeout`` (when the task times out), ``events`` and
-    ``recover``. What the returned summary says has already been done; its
+    ``entered`` and ``timeout`` (when the task times out), ``started`` (when
+    the execution started), ``events`` and ``recover``. What the returned summary says has already been done; its
     ``answers`` are what :func:`~durable.runtime.aws_loop.answer_task` did, in
     order (more than one when mail came in while parking).
     """
@@ -88,6 +88,7 @@ def orchestrator_handler(event: dict[str, Any], context: LambdaContext) -> dict[
     recover = bool(event.get("recover", False))
     events = int(event.get("events", 0))
     expiry = _task_expiry(event)
+    started = _instant(event.get("started"))  # the execution's start: it hands over by age
     if recover:
         logger.warning("recovering: dispatching every pending attempt again")
 
@@ -119,6 +120,7 @@ def orchestrator_handler(event: dict[str, Any], context: LambdaContext) -> dict[
                 live_runs=_live_runs,
                 dispatcher=dispatcher,
                 inline_seconds=svc.settings.inline_seconds,
+                started=started,
             )
         except InstanceNotFoundError:
             logger.error("instance does not exist (deleted?): ending its loop")
@@ -177,16 +179,21 @@ class _TaskAnswers:
 
 def _task_expiry(event: dict[str, Any]) -> float | None:
     """When the Orchestrate task times out (epoch seconds), from its ``entered`` and ``timeout``."""
-    entered, timeout = event.get("entered"), event.get("timeout")
-    if not isinstance(entered, str) or not isinstance(timeout, int | float):
+    entered, timeout = _instant(event.get("entered")), event.get("timeout")
+    if entered is None or not isinstance(timeout, int | float):
+        return None
+    return entered.timestamp() + float(timeout)
+
+
+def _instant(value: Any) -> datetime | None:
+    """A Step Functions timestamp (``2026-12-05T10:00:00.123Z``), or None if it is not one."""
+    if not isinstance(value, str):
         return None
     try:
-        at = datetime.fromisoformat(entered.replace("Z", "+00:00"))
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return at.timestamp() + float(timeout)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 class _Tally:

@@ -69,9 +69,12 @@ state transition); an attempt still running after that posts its own outcome."""
 MAX_WAIT_SECONDS = 7 * 24 * 3600
 """The longest one Sleep or park lasts: then the loop looks at the instance once more."""
 MAX_PARK_SECONDS = MAX_WAIT_SECONDS
-WAIT_SECONDS_PER_EVENT = 300 * 24 * 3600 // 20_000
-"""Waiting this long weighs as much as one history event: an execution hands over after at
-most ~300 days (the state machine's threshold is 20,000), inside Step Functions' one-year limit."""
+EVENTS_PER_ITERATION = 20
+"""About how many history events one iteration adds to the execution (an Orchestrate task,
+a Sleep or TimerDue, and the second pass a park with a timer may take)."""
+HAND_OVER_AGE_SECONDS = 300 * 24 * 3600
+"""An execution this old hands over: a wait is at most a week, so it ends well inside Step
+Functions' one-year limit."""
 STUCK_RETRY_SECONDS = 3600
 """How often a STUCK instance (non-determinism, unknown workflow) is tried again."""
 LOST_AFTER_SECONDS = 900 + 60
@@ -140,14 +143,12 @@ class LoopDecision:
 
     @property
     def weight(self) -> int:
-        """What the iteration this decision leads to costs of the execution's budget.
+        """What the iteration this decision leads to adds to the execution's history.
 
-        About 20 history events per iteration (an Orchestrate task, a Wait, and
-        the second pass a park with a timer may take), and the time it waits
-        (see ``WAIT_SECONDS_PER_EVENT``), so that hand-over comes before either
-        the 25,000-event or the one-year limit of an execution.
+        However long it waits: the one-year limit is kept by the execution's age
+        (``HAND_OVER_AGE_SECONDS``), not by counting time as events.
         """
-        return 20 + math.ceil(self.wait_seconds / WAIT_SECONDS_PER_EVENT)
+        return EVENTS_PER_ITERATION
 
     @property
     def events(self) -> int:
@@ -216,6 +217,7 @@ def orchestrate(
     live_runs: LiveRuns | None = None,
     dispatcher: Dispatcher | None = None,
     inline_seconds: float = INLINE_SECONDS,
+    started: datetime | None = None,
 ) -> LoopDecision:
     """Step ``instance_id`` while work is immediately available; say what the loop does next.
 
@@ -229,14 +231,18 @@ def orchestrate(
     With ``recover`` (the previous orchestrator failed, maybe after its commit)
     the attempts of the first step are all pending ones, not only new ones,
     and the executions of unfinished children are started again
-    (idempotently). ``events`` is the execution's budget used so far: at
-    ``hand_over_events`` nothing is stepped and the answer is ``hand_over``
-    (``recover`` carried over). An attempt started ``lost_after`` seconds ago
+    (idempotently). ``events`` is the execution's history length so far (an
+    estimate) and ``started`` when the execution started: at
+    ``hand_over_events``, or ``HAND_OVER_AGE_SECONDS`` after ``started``,
+    nothing is stepped and the answer is ``hand_over`` (``recover`` carried
+    over). An attempt started ``lost_after`` seconds ago
     and still without outcome is dispatched again; a park waiting on attempts
     in flight times out by then. ``live_runs`` (kept by a warm Lambda between
     invocations) lets a step resume the workflow instead of replaying it.
     """
-    if events >= hand_over_events:
+    if events >= hand_over_events or (
+        started is not None and (clock.now() - started).total_seconds() >= HAND_OVER_AGE_SECONDS
+    ):
         return LoopDecision("hand_over", recover=recover)
     outcomes: list[Message] = []  # attempts run, recorded by the next commit
     decision = _orchestrate(
