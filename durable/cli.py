@@ -993,17 +993,33 @@ def deploy(
             "--bundle", help="Deploy this bundle from `durable synth` instead of building."
         ),
     ] = None,
+    parameter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--parameter",
+            "-p",
+            help="Set a stack parameter, KEY=VALUE (repeatable), e.g. -p InlineSeconds=5. "
+            "On an update, parameters not given keep their values.",
+        ),
+    ] = None,
 ) -> None:
     """Build the bundle, then create or update the stack; print the API URL."""
     import tempfile
 
     from durable.deploy.bundle import open_bundle
-    from durable.deploy.stack import Deployer, StackFailedError
+    from durable.deploy.stack import Deployer, StackFailedError, check_parameters
 
     if bundle is not None and (module or python or arch):
         raise _Fail(
             "--bundle excludes --module, --python and --arch: the bundle was built with them"
         )
+    tuned: dict[str, str] = {}
+    for item in parameter or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise _Fail(f"--parameter wants KEY=VALUE, got {item!r}")
+        tuned[key.strip()] = value.strip()
+    check_parameters(tuned)  # before the bundle is built: a typo fails at once
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     deployer = Deployer(stack, region=region, console=console)
     with tempfile.TemporaryDirectory(prefix="durable-deploy-") as tmp:
@@ -1012,7 +1028,7 @@ def deploy(
         else:
             built = _bundle(module, Path(tmp) / "bundle.zip", python, arch)
         try:
-            result = deployer.deploy(built, bucket=bucket)
+            result = deployer.deploy(built, bucket=bucket, parameters=tuned)
         except StackFailedError as exc:
             raise _Fail(str(exc), EXIT_NOT_COMPLETED) from None
         except KeyboardInterrupt:

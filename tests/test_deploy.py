@@ -26,7 +26,7 @@ import botocore.exceptions
 import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
-from moto.cloudformation.models import ChangeSet
+from moto.cloudformation.models import Change, ChangeSet
 from typer.testing import CliRunner
 
 from durable.cli import app
@@ -217,6 +217,21 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         change_set.stack.output_map = change_set.stack._create_output_map()
 
     monkeypatch.setattr(ChangeSet, "apply", apply_with_outputs)
+    # moto diffs a change set's template only; CloudFormation also sees new parameter values
+    # (the resources using them change): report those as a change of the stack too.
+    diff = ChangeSet.diff
+
+    def diff_with_parameters(change_set: Any) -> list[Any]:
+        changes = diff(change_set)
+        if changes or change_set.change_set_type != "UPDATE":
+            return changes
+        before = {k: str(v) for k, v in change_set.stack.parameters.items()}
+        after = {k: str(v) for k, v in (change_set.parameters or {}).items()}
+        if any(before.get(k) != v for k, v in after.items()):
+            return [Change("Modify", "Parameters", "AWS::CloudFormation::Stack")]
+        return changes
+
+    monkeypatch.setattr(ChangeSet, "diff", diff_with_parameters)
     with mock_aws():
         yield
 
@@ -283,6 +298,46 @@ def test_deploy_update_destroy(synth_out: Path) -> None:
     again = _cli("destroy", "--stack", "flows", "--region", REGION)
     assert again.exit_code == 2
     assert again.stderr.strip() == f"error: no stack named flows in {REGION}"
+
+
+def _parameters(stack: str) -> dict[str, str]:
+    cfn = boto3.client("cloudformation", region_name=REGION)
+    found = cfn.describe_stacks(StackName=stack)["Stacks"][0]["Parameters"]
+    return {p["ParameterKey"]: p["ParameterValue"] for p in found}
+
+
+@moto_skips
+@pytest.mark.usefixtures("aws")
+def test_parameters_are_set_on_deploy_and_kept_by_the_next_one(synth_out: Path) -> None:
+    bundle = str(synth_out / "bundle.zip")
+    tuned = ("-p", "InlineSeconds=5", "--parameter", "ActivityTimeout = 120")
+    first = _cli("deploy", "--stack", "tuned", "--bundle", bundle, *tuned)
+    assert first.exit_code == 0, first.stderr
+    assert _parameters("tuned")["InlineSeconds"] == "5"
+    assert _parameters("tuned")["ActivityTimeout"] == "120"
+
+    again = _cli("deploy", "--stack", "tuned", "--bundle", bundle, "-p", "HandOverEvents=5000")
+    assert again.exit_code == 0, again.stderr
+    assert "stack tuned updated" in again.stderr
+    kept = _parameters("tuned")
+    assert (kept["InlineSeconds"], kept["ActivityTimeout"]) == ("5", "120")
+    assert kept["HandOverEvents"] == "5000"
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("InlineSecs=5", "the template has no parameter 'InlineSecs'; it has: ActivityMemory"),
+        ("CodeKey=x.zip", "parameter CodeKey is set by deploy itself"),
+        ("InlineSeconds", "--parameter wants KEY=VALUE, got 'InlineSeconds'"),
+    ],
+)
+def test_a_bad_parameter_is_refused_before_anything_is_built(given: str, message: str) -> None:
+    result = _cli("deploy", "--stack", "x", "--module", str(EXAMPLE), "-p", given)
+
+    assert result.exit_code != 0
+    assert message in result.stderr
+    assert result.stderr.strip().count("\n") == 0  # the error alone: nothing was built
 
 
 @moto_skips
@@ -533,3 +588,12 @@ def test_deploy_refuses_a_stack_that_failed_to_create(synth_out: Path) -> None:
     stub.add_response("describe_stacks", _stack("ROLLBACK_COMPLETE"), {"StackName": "flows"})
     with stub, pytest.raises(DeployError, match=r"run `durable destroy --stack flows` first"):
         deployer.deploy(open_bundle(synth_out / "bundle.zip"))
+
+
+def test_the_readme_names_every_parameter_deploy_can_set() -> None:
+    from durable.deploy.stack import DEPLOY_SETS, template_parameters
+
+    readme = (ROOT / "README.md").read_text()
+    tunable = template_parameters() - DEPLOY_SETS
+    assert "InlineSeconds" in tunable
+    assert [p for p in sorted(tunable) if f"`{p}`" not in readme] == []

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +59,33 @@ class DeployResult:
     """``s3://bucket/key`` of the code package."""
 
 
+DEPLOY_SETS = frozenset({"CodeBucket", "CodeKey", "Architecture", "PythonRuntime"})
+"""Template parameters ``deploy`` sets from the bundle."""
+
+
+def template_parameters() -> frozenset[str]:
+    """The names of the template's parameters (its top-level ``Parameters`` block)."""
+    names: set[str] = set()
+    inside = False
+    for line in template_text().splitlines():
+        if not line.startswith(" ") and line.strip():
+            inside = line.rstrip() == "Parameters:"
+        elif inside and (found := re.fullmatch(r"  ([A-Za-z0-9]+):\s*", line)):
+            names.add(found.group(1))
+    return frozenset(names)
+
+
+def check_parameters(tuned: Mapping[str, str]) -> None:
+    """Raise DeployError naming a parameter ``deploy`` cannot set (unknown, or set by it)."""
+    known = template_parameters()
+    for name in tuned:
+        if name in DEPLOY_SETS:
+            raise DeployError(f"parameter {name} is set by deploy itself (from the bundle)")
+        if name not in known:
+            choices = ", ".join(sorted(known - DEPLOY_SETS))
+            raise DeployError(f"the template has no parameter {name!r}; it has: {choices}")
+
+
 class Deployer:
     """Deploys and destroys one stack in one region.
 
@@ -99,8 +126,25 @@ class Deployer:
 
     # ------------------------------------------------------------------ deploy
 
-    def deploy(self, bundle: Bundle, *, bucket: str | None = None) -> DeployResult:
-        """Upload ``bundle`` and create or update the stack with it."""
+    def deploy(
+        self,
+        bundle: Bundle,
+        *,
+        bucket: str | None = None,
+        parameters: Mapping[str, str] | None = None,
+    ) -> DeployResult:
+        """Upload ``bundle`` and create or update the stack with it.
+
+        ``parameters`` set the template's tunable parameters (``InlineSeconds``,
+        ``ActivityTimeout``, ...). On an update, those not given keep the
+        stack's current values; on a create, the template's defaults.
+
+        Raises:
+            DeployError: a parameter the template does not have, or one of
+                those ``deploy`` sets itself (the code and its platform).
+        """
+        tuned = dict(parameters or {})
+        check_parameters(tuned)
         existing = self._stack_status()
         if existing is not None and existing == "ROLLBACK_COMPLETE":
             raise DeployError(
@@ -114,13 +158,15 @@ class Deployer:
         self._upload(bundle.path, bucket, key)
         code = f"s3://{bucket}/{key}"
         action = "CREATE" if existing is None or existing == "REVIEW_IN_PROGRESS" else "UPDATE"
-        parameters = {
+        values = {
+            **tuned,
             "CodeBucket": bucket,
             "CodeKey": key,
             "Architecture": bundle.arch,
             "PythonRuntime": f"python{bundle.python}",
         }
-        change_set = self._change_set(action, parameters)
+        kept = self._current_parameters() - set(values) if action == "UPDATE" else set()
+        change_set = self._change_set(action, values, kept)
         if change_set is None:
             self.console.print(f"stack {self.stack} is up to date: no changes")
             return DeployResult(self.stack, "NONE", self._outputs(), code)
@@ -176,20 +222,27 @@ class Deployer:
             Body=path.read_bytes(),
         )
 
-    def _change_set(self, action: str, parameters: dict[str, str]) -> str | None:
-        """Create a change set and wait for it; its id, or None when nothing changes."""
+    def _current_parameters(self) -> set[str]:
+        """The names of the parameters the deployed stack has (an older template's may differ)."""
+        found = self._call(
+            "read the stack's parameters", self.cfn.describe_stacks, StackName=self.stack
+        )["Stacks"]
+        return {p["ParameterKey"] for p in (found[0].get("Parameters", []) if found else [])}
+
+    def _change_set(
+        self, action: str, parameters: dict[str, str], kept: Collection[str] = ()
+    ) -> str | None:
+        """Create a change set and wait for it; its id, or None when nothing changes.
+
+        ``kept`` parameters keep the stack's current values (``UsePreviousValue``).
+        """
         name = f"durable-{datetime.now(UTC):%Y%m%d%H%M%S}"
-        created = self._call(
-            "create a change set",
-            self.cfn.create_change_set,
-            StackName=self.stack,
-            ChangeSetName=name,
-            ChangeSetType=action,
-            TemplateBody=template_text(),
-            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
-            Capabilities=["CAPABILITY_IAM"],
-            Description="durable deploy",
-        )
+        try:
+            created = self._create_change_set(name, action, parameters, kept)
+        except DeployError as exc:
+            if action == "UPDATE" and any(text in str(exc) for text in _NO_CHANGES):
+                return None  # refused at once rather than as a FAILED change set: same thing
+            raise
         change_set = str(created["Id"])
         self.console.print(f"{action.lower()} {self.stack} in {self.region}: change set {name}")
         while True:
@@ -212,6 +265,22 @@ class Deployer:
                     return None
                 raise DeployError(f"change set for stack {self.stack} failed: {reason}")
             time.sleep(self.poll)
+
+    def _create_change_set(
+        self, name: str, action: str, parameters: dict[str, str], kept: Collection[str]
+    ) -> Any:
+        return self._call(
+            "create a change set",
+            self.cfn.create_change_set,
+            StackName=self.stack,
+            ChangeSetName=name,
+            ChangeSetType=action,
+            TemplateBody=template_text(),
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
+            + [{"ParameterKey": k, "UsePreviousValue": True} for k in sorted(kept)],
+            Capabilities=["CAPABILITY_IAM"],
+            Description="durable deploy",
+        )
 
     def _discard(self, change_set: str) -> None:
         self._call(
