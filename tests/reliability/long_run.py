@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         tables = stack.enter_context(moto_tables()) if args.driver == "aws" else None
-        clean_runs: dict[tuple[str, frozenset[Key]], Outcome] = {}
+        clean_runs: dict[tuple[str, frozenset[Key], frozenset[Key]], Outcome] = {}
         for i in range(args.count):
             seed = args.seed + i
             case = case_named(args.case) if args.case else pick(i, seed, args.driver)
