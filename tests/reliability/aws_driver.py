@@ -855,7 +855,7 @@ class _Cloud:
                 self.inline_seconds = 0.0
             focus = getattr(plan, "focus", None)  # the loop that passes it often
             if focus == "handover.response":
-                self.hand_over_events = 40
+                self.hand_over_events = 90  # not under one wait's weight: see aws_loop
             elif focus in ("park.before", "park.after", "post.before", "post.after", "start"):
                 self.inline_seconds = 0.0
             elif focus in ("dispatch.after", "activity.reply"):
