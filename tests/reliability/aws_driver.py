@@ -152,6 +152,8 @@ DEFINITION = Path(__file__).resolve().parents[2] / "infra" / "statemachine.asl.j
 STATE_MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:durable-loop"
 ORCHESTRATOR_ARN = "${OrchestratorFunction.Arn}"
 MAX_ROUNDS = 20_000
+EXECUTION_LIMIT = timedelta(days=365)
+"""Step Functions ends a standard execution that runs longer (``TIMED_OUT``)."""
 ASYNC_TRIES = 3
 """Lambda runs an asynchronous event at most this often when the function fails."""
 LAMBDA_SECONDS = 900.0
@@ -360,6 +362,7 @@ class Execution:
     """Retries taken per retrier of the current task."""
     instance_id: str = ""
     generation: int = 0
+    started: datetime = EPOCH
 
     def __post_init__(self) -> None:
         self.instance_id = str(self.data["instance_id"])
@@ -501,7 +504,7 @@ class StateMachine:
         """``StartExecution``: False when an execution of that name exists (ended or not)."""
         if name in self.executions:
             return False
-        execution = Execution(name, self.start_at, data)
+        execution = Execution(name, self.start_at, data, started=self.clock.now())
         self.executions[name] = execution
         self._enter(execution, self.start_at, data)
         return True
@@ -568,15 +571,23 @@ class StateMachine:
                 self.path["invocation failed after its answer"] += 1
 
     def timeouts(self) -> bool:
-        """Move virtual time to the next Wait's end or task timeout; False if none."""
+        """Move virtual time to the next Wait's end, task timeout or execution time limit;
+        False if none."""
         waiting = [
             e for e in self.executions.values() if e.status == "RUNNING" and e.due is not None
         ]
         if not waiting:
             return False
-        due = min(e.due for e in waiting if e.due is not None)
+        due = min(min(e.due, e.started + EXECUTION_LIMIT) for e in waiting if e.due is not None)
         self.clock.at = max(self.clock.at, due)
         for execution in waiting:
+            if execution.started + EXECUTION_LIMIT <= self.clock.at:
+                if execution.token is not None:
+                    del self.waiting[execution.token]
+                    self._close_token(execution, "timed out")
+                execution.status, execution.end = "TIMED_OUT", "ExecutionTimedOut"
+                execution.due = None
+                continue
             if execution.due is None or execution.due > self.clock.at:
                 continue
             execution.due = None
@@ -1242,6 +1253,34 @@ def drive_aws(
         result.kills = plan.kills
         result.duplicated = plan.duplicated
     return result
+
+
+def run_for(
+    workflow: Any,
+    input: Any,
+    days: int,
+    tables: Tables,
+    *,
+    hand_over_events: int = HAND_OVER_EVENTS,
+    rounds: int = MAX_ROUNDS,
+) -> list[Execution]:
+    """Start an instance of ``workflow`` and run its loop, uninterrupted, for ``days`` of
+    virtual time, ``rounds`` moves, or until nothing moves (the instance need not end): its
+    executions."""
+    with tables.table() as name:
+        cloud = _Cloud(name, tables, None, frozenset(), frozenset())
+        cloud.hand_over_events = hand_over_events
+        create_instance(cloud.inner, workflow, encode_input(workflow, input), IID, EPOCH)
+        cloud.start_loop(IID)
+        machine = cloud.machine
+        for _ in range(rounds):
+            if cloud.events:
+                cloud.run_event()
+            elif machine.runnable:
+                machine.advance(machine.runnable.popleft())
+            elif cloud.clock.now() - EPOCH > timedelta(days=days) or not machine.timeouts():
+                break
+        return list(machine.executions.values())
 
 
 def _check_executions(cloud: _Cloud) -> None:

@@ -31,8 +31,14 @@ import io
 import logging
 import time
 from collections import Counter
+from collections.abc import Generator
+from typing import Any
 
-from tests.reliability.aws_driver import Key, check_schedule, moto_tables
+import pytest
+
+from durable import Context, workflow
+from examples.human_approval import ExpenseRequest, expense_approval
+from tests.reliability.aws_driver import Key, check_schedule, moto_tables, run_for
 from tests.reliability.harness import EXAMPLE_CASES, Case, Outcome, program_case, reproduce_hint
 
 BASE = 7_000
@@ -127,3 +133,43 @@ def test_the_aws_loop_survives_random_crash_schedules() -> None:
         "throttled",
     ):
         assert path[taken] >= 3, (taken, path)
+
+
+@workflow(name="rel_wait_forever")
+def wait_forever(ctx: Context, _: None) -> Generator[Any, Any, Any]:
+    """Waits for an event that never comes, with no timeout."""
+    return (yield ctx.wait_for_event("never"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: a park that times out (TimerDue) passes on the events of the task's "
+    "input, so an execution parked a week at a time never counts its waiting and never "
+    "hands over; Step Functions ends it after a year",
+)
+def test_an_instance_waiting_longer_than_a_year_hands_over_before_the_execution_limit() -> None:
+    with moto_tables() as tables:
+        executions = run_for(wait_forever, None, 400, tables)
+    ends = [(e.name, e.end) for e in executions]
+    assert all(e.end != "ExecutionTimedOut" for e in executions), ends
+    assert any(e.end == "HandedOver" for e in executions), ends
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: HandOverEvents may be as low as 50 (template MinValue) but one wait "
+    "weighs up to 487; a repark charges its wait before waiting, so every successor hands "
+    "over before it waits and the loop starts executions forever at the same instant",
+)
+def test_the_lowest_hand_over_threshold_lets_a_one_day_wait_end() -> None:
+    with moto_tables() as tables:
+        executions = run_for(
+            expense_approval,
+            ExpenseRequest(request_id="r9", requester="Ada", amount=1200),
+            30,
+            tables,
+            hand_over_events=50,
+            rounds=2_000,
+        )
+    ends = Counter(e.end for e in executions)
+    assert ends["Finished"] == 1, ends
