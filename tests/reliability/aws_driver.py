@@ -37,15 +37,20 @@ Time is virtual and moves only when nothing else can happen: Lambdas take
 none, a ``Wait`` with ``SecondsPath`` (``Sleep``, a timer) and a task timeout
 take theirs, a fixed ``Seconds`` wait (``RecoveryBackoff``) and the
 ``Retry`` intervals take none, so that a crashed run stays comparable with the
-uninterrupted one event for event. Queued asynchronous events run, first in
-first out (a retried one at once), before any execution moves on, so the
-results of one round of activities arrive together as in the uninterrupted
-run (where the orchestrator waits for them all); an orchestrator about to
-park may meet them first or after its park (a park racing the posts).
+uninterrupted one event for event. Queued asynchronous invocations run first
+in first out (a retried one at once); once one of them ran, all of them run
+before any execution moves on, so the results of one round of activities
+arrive together, as in the uninterrupted run (where the orchestrator waits
+for them all). Before they begin, an execution may move first (activities
+take time): it parks, and its park may race their posts (they post just
+before it, which refuses it: ``mail``, or just after, which wakes it). An
+execution that runs longer than a year is ended (``TIMED_OUT``), as Step
+Functions ends it.
 
-Faults, from a seeded :class:`~tests.reliability.harness.FaultPlan` (kills, at
-most 7 a schedule: ``GiveUp`` is at 8 failures in a row), every Lambda
-invocation with its own :class:`AwsFaultyStore` view (one process):
+Faults, from a seeded :class:`AwsFaultPlan` (kills, at most 7 a schedule:
+``GiveUp`` is at 8 failures in a row; a schedule may keep one for a rarely
+passed boundary, its ``focus``), every Lambda invocation with its own
+:class:`AwsFaultyStore` view (one process):
 
 * the orchestrator dies before or after ``load``, ``commit``, ``post``,
   ``park``, ``history`` (so before or after its commits), after its
@@ -53,9 +58,9 @@ invocation with its own :class:`AwsFaultyStore` view (one process):
   never posted, are lost), while starting asynchronous invocations
   (``start``), before or after answering its token (``answer.before``,
   ``answer.after``), or its response is lost after its work
-  (``orchestrate.response``); its invocation is throttled
-  (``invoke.throttled``: retried by the task's ``Retry``); its time runs short
-  (the loop hands back with ``continue``, or starts the round asynchronously);
+  (``orchestrate.response``); its invocation is throttled (retried by the
+  task's ``Retry``); its time runs short after some work (the loop hands back
+  with ``continue``, or starts the round asynchronously);
 * an activity dies before or after reading its attempt, after running it
   (``activity.reply``: a synchronous call then fails, ``ActivityCrashed``),
   before or after posting; results are posted twice (the plan's duplicates)
@@ -453,7 +458,7 @@ def _with_result(data: dict[str, Any], result_path: str | None, result: Any) -> 
     if result_path == "$":
         return dict(result)
     steps = result_path.removeprefix("$.").split(".")
-    out = json.loads(json.dumps(data))
+    out: dict[str, Any] = json.loads(json.dumps(data))
     target = out
     for step in steps[:-1]:
         target = target.setdefault(step, {})
@@ -887,7 +892,7 @@ class _Cloud:
         return self.plan.rng.choice(["before", "after"])
 
     def view(self, *, can_die: bool = True) -> AwsFaultyStore:
-        return AwsFaultyStore(self.table, self.plan if can_die else None)  # type: ignore[arg-type]
+        return AwsFaultyStore(self.table, self.plan if can_die else None)
 
     def done_with(self, view: FaultyStore) -> None:
         self.reruns += view.reruns

@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             seed = args.seed + i
             case = case_named(args.case) if args.case else pick(i, seed, args.driver)
             store = args.store if args.store != "both" else ("sqlite" if seed % 2 else "memory")
+            chaotic: Outcome
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
                     if tables is not None:
