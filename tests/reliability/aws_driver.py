@@ -59,7 +59,7 @@ passed boundary, its ``focus``), every Lambda invocation with its own
   (``start``), before or after answering its token (``answer.before``,
   ``answer.after``), or its response is lost after its work
   (``orchestrate.response``); its invocation is throttled (retried by the
-  task's ``Retry``); its time runs short after some work (the loop hands back
+  task's ``Retry``); its time runs short after some steps (the loop hands back
   with ``continue``, or starts the round asynchronously);
 * an activity dies before or after reading its attempt, after running it
   (``activity.reply``: a synchronous call then fails, ``ActivityCrashed``),
@@ -946,7 +946,7 @@ class _Cloud:
             self.done_with(view)
 
     def _time(self) -> _LambdaTime:
-        """The Lambda's remaining time: enough, or short after a drawn amount of work."""
+        """The Lambda's remaining time: enough, or short after a drawn number of steps."""
         if not self.draw(SHORT_TIME):
             return _LambdaTime(None)
         assert self.plan is not None
@@ -984,11 +984,7 @@ class _Cloud:
                     events=events,
                     hand_over_events=self.hand_over_events,
                     lost_after=LOST_AFTER_SECONDS,
-                    observer=Observer(
-                        on_step=on_step,
-                        on_local_attempt=lambda result: lambda_time.worked(),
-                        start_children=self.start_children,
-                    ),
+                    observer=Observer(on_step=on_step, start_children=self.start_children),
                     live_runs=self.live_runs,
                     dispatcher=dispatcher if self.inline_seconds > 0 else None,
                     inline_seconds=self.inline_seconds,
@@ -1117,10 +1113,12 @@ class _Cloud:
             return
         if recorded_outcome(self.inner.history(iid, run=run), task_id, attempt) is not None:
             return
+        until = self._scheduled(key) + timedelta(seconds=LOST_AFTER_SECONDS)
+        # Found lost already, it would be found again later: no uninterrupted run does that.
+        assert self.clock.now() < until, f"attempt {key} lost after it was found lost"
         self.lost.add(key)
+        self.lost_until[key] = until
         self.path["attempts lost"] += 1
-        if self.clock.now() < self._scheduled(key) + timedelta(seconds=LOST_AFTER_SECONDS):
-            self.lost_until[key] = self._scheduled(key) + timedelta(seconds=LOST_AFTER_SECONDS)
 
     def _scheduled(self, key: Key) -> datetime:
         iid, run, task_id, attempt = key
@@ -1135,9 +1133,11 @@ class _Cloud:
 
 
 class _LambdaTime:
-    """An orchestrator Lambda's remaining time, which only work uses up (a step, a local
-    attempt): with ``works`` it falls under ``TIME_MARGIN_SECONDS`` after that much work,
-    so never between a look at it and the next (as real time does not)."""
+    """An orchestrator Lambda's remaining time, which only steps use up: with ``works`` it
+    falls under ``TIME_MARGIN_SECONDS`` after that many steps, so never between a look at
+    it and the next (as real time does not), nor inside a batch of local attempts (cut
+    there, a retry of one may run before another's first attempt and win an ``any``: a
+    race an uninterrupted run cannot reproduce)."""
 
     def __init__(self, works: int | None) -> None:
         self.works = works
