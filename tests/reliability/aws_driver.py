@@ -156,7 +156,8 @@ from tests.reliability.harness import (
 DEFINITION = Path(__file__).resolve().parents[2] / "infra" / "statemachine.asl.json"
 STATE_MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:durable-loop"
 ORCHESTRATOR_ARN = "${OrchestratorFunction.Arn}"
-MAX_ROUNDS = 20_000
+MAX_ROUNDS = 2000
+"""Moves (invocations, tasks, posts, timeouts) a schedule may take; they take at most ~60."""
 EXECUTION_LIMIT = timedelta(days=365)
 """Step Functions ends a standard execution that runs longer (``TIMED_OUT``)."""
 ASYNC_TRIES = 3

@@ -19,8 +19,8 @@ history valid, no activity with a recorded outcome run again, nothing left
 unfinished, every execution ended as its instance did.
 
 Default run: 9 examples x 4 seeds and 30 generated programs (local
-activities, children, events, timers, continue-as-new) x 3 seeds (126 schedules), about
-half a minute on moto; ``python -m tests.reliability.long_run --aws`` runs more. A
+activities, children, events, timers, continue-as-new) x 3 seeds (126 schedules), under
+a minute on moto; ``python -m tests.reliability.long_run --aws`` runs more. A
 failure names the case and seed and the command replaying just that schedule.
 """
 
