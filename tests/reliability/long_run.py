@@ -67,11 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         tables = stack.enter_context(moto_tables()) if args.driver == "aws" else None
-        clean_runs: dict[tuple[str, frozenset[Key]], Outcome] = {}
+        clean_runs: dict[tuple[str, frozenset[Key], frozenset[Key]], Outcome] = {}
         for i in range(args.count):
             seed = args.seed + i
             case = case_named(args.case) if args.case else pick(i, seed, args.driver)
             store = args.store if args.store != "both" else ("sqlite" if seed % 2 else "memory")
+            chaotic: Outcome
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
                     if tables is not None:
