@@ -119,11 +119,12 @@ from durable.history import (
     Status,
     message_to_json,
 )
-from durable.runtime.aws import _task_expiry
+from durable.runtime.aws import _instant, _task_expiry
 from durable.runtime.aws_config import execution_input, name_root, wake_handle, wake_with
 from durable.runtime.aws_dispatch import LambdaDispatcher
 from durable.runtime.aws_loop import (
     ENDINGS,
+    FAN_IN_SECONDS,
     HAND_OVER_EVENTS,
     INLINE_SECONDS,
     LOST_AFTER_SECONDS,
@@ -132,6 +133,7 @@ from durable.runtime.aws_loop import (
     LoopDecision,
     Observer,
     answer_task,
+    attempt_from_carried,
     orchestrate,
     run_referenced_attempt,
 )
@@ -369,6 +371,8 @@ class Execution:
     instance_id: str = ""
     generation: int = 0
     started: datetime = EPOCH
+    woken: bool = False
+    """Its task was answered by a poster's wake-up (not by its orchestrator)."""
 
     def __post_init__(self) -> None:
         self.instance_id = str(self.data["instance_id"])
@@ -516,15 +520,23 @@ class StateMachine:
         return True
 
     def answer(
-        self, token: str, *, output: Any = None, error: str | None = None, cause: str = ""
+        self,
+        token: str,
+        *,
+        output: Any = None,
+        error: str | None = None,
+        cause: str = "",
+        woken: bool = False,
     ) -> None:
-        """``SendTaskSuccess`` (``output``) or ``SendTaskFailure`` (``error``)."""
+        """``SendTaskSuccess`` (``output``) or ``SendTaskFailure`` (``error``); ``woken``:
+        by a poster waking a parked loop."""
         execution = self.waiting.pop(token, None)
         if execution is None:
             if self.dead.get(token) == "timed out":
                 raise TaskTimedOut(token)
             raise InvalidToken(token)
         self._close_token(execution, "done")
+        execution.woken = woken
         if error is None:
             self._succeeded(execution, output)
         else:
@@ -559,7 +571,11 @@ class StateMachine:
         payload = _parameters(
             state["Parameters"],
             execution.data,
-            {"Task": {"Token": token}, "State": {"EnteredTime": _iso(entered)}},
+            {
+                "Task": {"Token": token},
+                "State": {"EnteredTime": _iso(entered)},
+                "Execution": {"StartTime": _iso(execution.started)},
+            },
         )
         assert payload["FunctionName"] == ORCHESTRATOR_ARN, payload
         timeout = int(_path(state["TimeoutSecondsPath"], execution.data, {}))
@@ -655,6 +671,12 @@ class StateMachine:
                 seconds = 0
                 if "SecondsPath" in state:  # a timer's wait; a fixed one (a backoff) takes none
                     seconds = int(_path(state["SecondsPath"], data, {}))
+                # A woken loop's fan-in wait only lets posts gather: it takes no virtual time,
+                # or a crashed run's timers would be stamped later than the uninterrupted run's.
+                if execution.woken and 0 < seconds <= FAN_IN_SECONDS:
+                    self.path["fan-in wait"] += 1
+                    seconds = 0
+                execution.woken = False
                 if seconds > 0:
                     execution.due = self.clock.now() + timedelta(seconds=seconds)
                     return
@@ -703,7 +725,7 @@ class FakeStepFunctions:
             self.fail_next = False
             raise Throttled("Rate exceeded")
         try:
-            self.machine.answer(taskToken, output=json.loads(output))
+            self.machine.answer(taskToken, output=json.loads(output), woken=self.waking)
         except (TaskTimedOut, InvalidToken):
             if self.waking:
                 self.path["stale wake"] += 1
@@ -867,12 +889,12 @@ class _Cloud:
         self.hand_over_events = HAND_OVER_EVENTS
         self.inline_seconds = INLINE_SECONDS
         if plan is not None:
-            self.hand_over_events = plan.rng.choice([HAND_OVER_EVENTS, HAND_OVER_EVENTS, 90, 150])
+            self.hand_over_events = plan.rng.choice([HAND_OVER_EVENTS, HAND_OVER_EVENTS, 60, 100])
             if plan.rng.random() < NO_INLINE:
                 self.inline_seconds = 0.0
             focus = getattr(plan, "focus", None)  # the loop that passes it often
             if focus == "handover.response":
-                self.hand_over_events = 90  # not under one wait's weight: see aws_loop
+                self.hand_over_events = 40  # two iterations (20 events each) per execution
             elif focus in ("park.before", "park.after", "post.before", "post.after", "start"):
                 self.inline_seconds = 0.0
             elif focus in ("dispatch.after", "activity.reply"):
@@ -961,6 +983,7 @@ class _Cloud:
         recover = bool(event.get("recover", False))
         events = int(event.get("events", 0))
         expiry = _task_expiry(event)
+        started = _instant(event.get("started"))
         lambda_time = self._time()
 
         def time_left() -> float:
@@ -989,6 +1012,7 @@ class _Cloud:
                     live_runs=self.live_runs,
                     dispatcher=dispatcher if self.inline_seconds > 0 else None,
                     inline_seconds=self.inline_seconds,
+                    started=started,
                 )
             except InstanceNotFoundError:
                 decision = LoopDecision("fail")
@@ -1016,6 +1040,7 @@ class _Cloud:
         ref = ActivityRef.parse(event)
         crash = event.get("crash")
         waited_for = isinstance(event.get("reply_by"), int | float)
+        carried = event.get("work")
         result = run_referenced_attempt(
             view,
             ref,
@@ -1023,6 +1048,7 @@ class _Cloud:
             limit=None,
             crash=crash if isinstance(crash, dict) else None,
             post=not waited_for,
+            work=attempt_from_carried(ref, carried) if waited_for and carried is not None else None,
         )
         if result is None:
             return {"status": "skipped"}
@@ -1246,7 +1272,8 @@ def drive_aws(
                 continue
             break
         else:
-            raise AssertionError(f"not finished after {MAX_ROUNDS} rounds")
+            busiest = dict(cloud.path.most_common(8))
+            raise AssertionError(f"not finished after {MAX_ROUNDS} rounds (busiest: {busiest})")
         unfinished = cloud.inner.list_instances(status=UNFINISHED, limit=1_000_000)
         ends = {e.name: e.end for e in machine.executions.values()}
         assert not unfinished, f"no execution moves, instances unfinished: {ends}"

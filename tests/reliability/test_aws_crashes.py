@@ -34,8 +34,6 @@ from collections import Counter
 from collections.abc import Generator
 from typing import Any
 
-import pytest
-
 from durable import Context, workflow
 from examples.human_approval import ExpenseRequest, expense_approval
 from tests.reliability.aws_driver import Key, check_schedule, moto_tables, run_for
@@ -141,13 +139,8 @@ def wait_forever(ctx: Context, _: None) -> Generator[Any, Any, Any]:
     return (yield ctx.wait_for_event("never"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a park that times out (TimerDue) passes on the events of the task's "
-    "input, so an execution parked a week at a time never counts its waiting and never "
-    "hands over; Step Functions ends it after a year",
-)
 def test_an_instance_waiting_longer_than_a_year_hands_over_before_the_execution_limit() -> None:
+    """Parks that time out a week at a time: the execution hands over by its age."""
     with moto_tables() as tables:
         executions = run_for(wait_forever, None, 400, tables)
     ends = [(e.name, e.end) for e in executions]
@@ -155,13 +148,8 @@ def test_an_instance_waiting_longer_than_a_year_hands_over_before_the_execution_
     assert any(e.end == "HandedOver" for e in executions), ends
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: HandOverEvents may be as low as 50 (template MinValue) but one wait "
-    "weighs up to 487; a repark charges its wait before waiting, so every successor hands "
-    "over before it waits and the loop starts executions forever at the same instant",
-)
 def test_the_lowest_hand_over_threshold_lets_a_one_day_wait_end() -> None:
+    """An iteration counts 20 events however long it waits: every execution makes progress."""
     with moto_tables() as tables:
         executions = run_for(
             expense_approval,
