@@ -1101,6 +1101,9 @@ class _Cloud:
             self.path["late call lost" if event.late else "async event lost"] += 1
             return
         view = self.view(can_die=key not in self.lost)
+        # A late synchronous invocation began when it was called (only its end is modelled
+        # here): a run dispatched meanwhile (recovery) may have recorded an outcome since.
+        view.started_before_outcome = event.late
         try:
             self.activity_lambda(view, event.payload, late=event.late)
         except Crash:

@@ -144,6 +144,9 @@ class FaultyStore:
         self.dead = False
         self.reruns: list[str] = []
         self.calls = {"load": 0, "commit": 0, "conflict": 0, "post": 0}
+        self.started_before_outcome = False
+        """This view's attempt began before any outcome of it could be recorded (a run already
+        under way when another was dispatched): its post is not a run after a recorded one."""
 
     @property
     def path(self) -> str | None:
@@ -193,7 +196,7 @@ class FaultyStore:
             recorded = recorded_outcome(
                 self.inner.history(instance_id, run=message.run), message.task_id, message.attempt
             )
-            if recorded is not None:
+            if recorded is not None and not self.started_before_outcome:
                 self.reruns.append(
                     f"{instance_id} task {message.task_id} attempt {message.attempt} ran again "
                     f"after {recorded.kind} #{recorded.seq} was recorded"
