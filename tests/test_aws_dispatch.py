@@ -211,8 +211,7 @@ def test_continue_answers_at_once_and_sleep_names_its_seconds() -> None:
     [(_, go_on), (_, sleep)] = answers.done
     assert go_on["wait_seconds"] == 0
     assert sleep["wait_seconds"] == 90
-    assert go_on["events"] == 4 + 20  # an iteration weighs 20 events of the budget
-    assert sleep["events"] == 4 + 20 + 1  # and its wait, rounded up, too
+    assert go_on["events"] == sleep["events"] == 4 + 20  # an iteration counts 20 events
 
 
 def test_a_park_whose_task_times_out_with_the_timer_leaves_the_token() -> None:
