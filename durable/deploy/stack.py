@@ -145,7 +145,8 @@ class Deployer:
         """
         tuned = dict(parameters or {})
         check_parameters(tuned)
-        existing = self._stack_status()
+        described = self._describe()
+        existing = None if described is None else str(described["StackStatus"])
         if existing is not None and existing == "ROLLBACK_COMPLETE":
             raise DeployError(
                 f"stack {self.stack} failed to create and is in ROLLBACK_COMPLETE: "
@@ -165,7 +166,9 @@ class Deployer:
             "Architecture": bundle.arch,
             "PythonRuntime": f"python{bundle.python}",
         }
-        kept = self._current_parameters() - set(values) if action == "UPDATE" else set()
+        # Parameters the stack has now (an older template's may differ) keep their values.
+        current = {p["ParameterKey"] for p in (described or {}).get("Parameters", [])}
+        kept = current - set(values) if action == "UPDATE" else set()
         change_set = self._change_set(action, values, kept)
         if change_set is None:
             self.console.print(f"stack {self.stack} is up to date: no changes")
@@ -221,13 +224,6 @@ class Deployer:
             Key=key,
             Body=path.read_bytes(),
         )
-
-    def _current_parameters(self) -> set[str]:
-        """The names of the parameters the deployed stack has (an older template's may differ)."""
-        found = self._call(
-            "read the stack's parameters", self.cfn.describe_stacks, StackName=self.stack
-        )["Stacks"]
-        return {p["ParameterKey"] for p in (found[0].get("Parameters", []) if found else [])}
 
     def _change_set(
         self, action: str, parameters: dict[str, str], kept: Collection[str] = ()
@@ -320,6 +316,11 @@ class Deployer:
     # ------------------------------------------------------------------ shared
 
     def _stack_status(self) -> str | None:
+        found = self._describe()
+        return None if found is None else str(found["StackStatus"])
+
+    def _describe(self) -> dict[str, Any] | None:
+        """The stack's description, or None when there is none (or it was deleted)."""
         try:
             found = self.cfn.describe_stacks(StackName=self.stack)["Stacks"]
         except botocore.exceptions.ClientError as exc:
@@ -328,8 +329,9 @@ class Deployer:
             raise DeployError(f"cannot read stack {self.stack}: {_message(exc)}") from None
         except botocore.exceptions.BotoCoreError as exc:
             raise DeployError(f"cannot reach CloudFormation in {self.region}: {exc}") from None
-        status = str(found[0]["StackStatus"]) if found else None
-        return None if status == "DELETE_COMPLETE" else status
+        if not found or found[0]["StackStatus"] == "DELETE_COMPLETE":
+            return None
+        return dict(found[0])
 
     def _follow(self, since: datetime, *, deleting: bool = False) -> str:
         """Print the stack's new events until it settles; its final status."""
