@@ -80,10 +80,22 @@ def _start(store: MemoryStore, wf: Workflow[Any, Any], value: Any, clock: Virtua
 
 
 def _orchestrate(
-    store: MemoryStore, iid: str, clock: VirtualClock, left: float = 600.0, recover: bool = False
+    store: MemoryStore,
+    iid: str,
+    clock: VirtualClock,
+    left: float = 600.0,
+    recover: bool = False,
+    **options: Any,
 ) -> LoopDecision:
+    """``orchestrate`` with ``left`` seconds of Lambda time; ``options`` go through."""
     return orchestrate(
-        store, iid, resolve=get_workflow, clock=clock, time_left=lambda: left, recover=recover
+        store,
+        iid,
+        resolve=get_workflow,
+        clock=clock,
+        time_left=lambda: left,
+        recover=recover,
+        **options,
     )
 
 
@@ -253,12 +265,10 @@ def test_long_waits_are_cut_into_weeks_and_an_old_execution_hands_over() -> None
     iid = _start(store, long_sleep, None, clock)
     started, weeks, executions = clock.now(), 0, 1
 
-    def orchestrate_in_execution() -> LoopDecision:
-        return orchestrate(
-            store, iid, resolve=get_workflow, clock=clock, time_left=lambda: 600.0, started=started
-        )
-
-    while (decision := orchestrate_in_execution()).next in ("sleep", "hand_over"):
+    while (decision := _orchestrate(store, iid, clock, started=started)).next in (
+        "sleep",
+        "hand_over",
+    ):
         if decision.next == "hand_over":  # a successor execution starts now
             assert (clock.now() - started).total_seconds() >= HAND_OVER_AGE_SECONDS
             started, executions = clock.now(), executions + 1
@@ -288,15 +298,7 @@ def test_an_instance_of_unknown_code_is_stuck_and_looked_at_hourly() -> None:
 def test_hand_over_at_the_threshold_without_stepping() -> None:
     store, clock = MemoryStore(), VirtualClock()
     iid = _start(store, sleeper, None, clock)
-    decision = orchestrate(
-        store,
-        iid,
-        resolve=get_workflow,
-        clock=clock,
-        time_left=lambda: 600.0,
-        recover=True,
-        events=20_000,
-    )
+    decision = _orchestrate(store, iid, clock, recover=True, events=20_000)
     assert (decision.next, decision.recover, decision.steps) == ("hand_over", True, 0)
     assert store.get(iid).version == 1  # type: ignore[union-attr]
     below = _orchestrate(store, iid, clock)
@@ -428,15 +430,7 @@ def test_activities_waited_for_are_recorded_by_the_next_step_without_the_loop() 
     iid = _start(store, remote_chain, 4, clock)
     lam = _ActivityLambda(store, clock)
 
-    decision = orchestrate(
-        store,
-        iid,
-        resolve=get_workflow,
-        clock=clock,
-        time_left=lambda: 600.0,
-        dispatcher=lam,
-        inline_seconds=3.0,
-    )
+    decision = _orchestrate(store, iid, clock, dispatcher=lam, inline_seconds=3.0)
 
     assert decision.next == "succeed" and decision.steps == 5
     assert store.get(iid).output == 10_000  # type: ignore[union-attr]
@@ -451,15 +445,7 @@ def test_an_activity_still_running_when_the_wait_ends_parks_the_loop_for_its_pos
     iid = _start(store, remote_chain, 1, clock)
     lam = _ActivityLambda(store, clock, silent={1})
 
-    parked = orchestrate(
-        store,
-        iid,
-        resolve=get_workflow,
-        clock=clock,
-        time_left=lambda: 600.0,
-        dispatcher=lam,
-        inline_seconds=3.0,
-    )
+    parked = _orchestrate(store, iid, clock, dispatcher=lam, inline_seconds=3.0)
 
     assert parked.next == "park" and parked.activities == []  # running: not started again
     assert 900 <= parked.wait_seconds <= 960  # looked at again once it would be lost
@@ -474,14 +460,8 @@ def test_no_waiting_without_time_for_it() -> None:
     store, clock = MemoryStore(), VirtualClock()
     lam = _ActivityLambda(store, clock)
     short = _start(store, remote_chain, 1, clock)
-    low = orchestrate(
-        store,
-        short,
-        resolve=get_workflow,
-        clock=clock,
-        time_left=lambda: TIME_MARGIN_SECONDS,
-        dispatcher=lam,
-        inline_seconds=3.0,
+    low = _orchestrate(
+        store, short, clock, left=TIME_MARGIN_SECONDS, dispatcher=lam, inline_seconds=3.0
     )
 
     assert lam.rounds == []
@@ -495,15 +475,7 @@ def test_a_wide_round_is_invoked_in_waves() -> None:
     lam = _ActivityLambda(store, clock)
     wide = _start(store, fan_out, 2 * INLINE_MAX_ACTIVITIES + 1, clock)
 
-    done = orchestrate(
-        store,
-        wide,
-        resolve=get_workflow,
-        clock=clock,
-        time_left=lambda: 600.0,
-        dispatcher=lam,
-        inline_seconds=3.0,
-    )
+    done = _orchestrate(store, wide, clock, dispatcher=lam, inline_seconds=3.0)
 
     assert [len(r) for r in lam.rounds] == [INLINE_MAX_ACTIVITIES, INLINE_MAX_ACTIVITIES, 1]
     assert done.next == "succeed" and done.steps == 2  # one commit took every outcome
@@ -518,15 +490,7 @@ def test_once_an_attempt_outlasts_a_wave_the_rest_are_started_without_waiting() 
     first_task = 1  # the first activity of the round (task ids count from 1)
     lam = _ActivityLambda(store, clock, silent=frozenset({first_task}))
 
-    parked = orchestrate(
-        store,
-        wide,
-        resolve=get_workflow,
-        clock=clock,
-        time_left=lambda: 600.0,
-        dispatcher=lam,
-        inline_seconds=3.0,
-    )
+    parked = _orchestrate(store, wide, clock, dispatcher=lam, inline_seconds=3.0)
 
     assert [len(r) for r in lam.rounds] == [INLINE_MAX_ACTIVITIES]
     assert parked.next == "park"
@@ -545,16 +509,7 @@ def test_an_attempt_invoked_here_is_not_taken_for_lost_while_it_runs() -> None:
     iid = _start(store, remote_chain, 1, clock)
     lam = _ActivityLambda(store, clock, silent={1})
 
-    parked = orchestrate(
-        store,
-        iid,
-        resolve=get_workflow,
-        clock=clock,
-        time_left=lambda: 600.0,
-        dispatcher=lam,
-        inline_seconds=3.0,
-        lost_after=0,
-    )
+    parked = _orchestrate(store, iid, clock, dispatcher=lam, inline_seconds=3.0, lost_after=0)
 
     assert len(lam.rounds) == 1
     assert parked.next == "park" and parked.activities == []
@@ -638,15 +593,7 @@ def test_an_attempt_carried_whole_runs_without_reading_the_history(activity_lamb
     store, clock, invoke = activity_lambda
     iid = _start(store, remote_chain, 1, clock)
     lam = _ActivityLambda(store, clock, silent={1})
-    orchestrate(
-        store,
-        iid,
-        resolve=get_workflow,
-        clock=clock,
-        time_left=lambda: 600.0,
-        dispatcher=lam,
-        inline_seconds=3.0,
-    )
+    _orchestrate(store, iid, clock, dispatcher=lam, inline_seconds=3.0)
     [task_id] = lam.rounds[0]
     ref = ActivityRef(iid, 1, task_id, 1)
     scheduled = next(e for e in store.history(iid) if e.kind == "ActivityScheduled")
