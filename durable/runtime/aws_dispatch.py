@@ -28,7 +28,12 @@ from botocore.exceptions import (
 from durable.decision import ActivityWork
 from durable.history import ActivityResult, message_from_json
 from durable.runtime.activity import failed_result
-from durable.runtime.aws_loop import ActivityCrashed, ActivityRef, carried_work
+from durable.runtime.aws_loop import (
+    CARRIED_INPUT_BYTES,
+    ActivityCrashed,
+    ActivityRef,
+    carried_work,
+)
 from durable.runtime.clock import Clock
 
 REPLY_GRACE_SECONDS = 2.0
@@ -95,13 +100,12 @@ class LambdaDispatcher:
 
     def _call_one(self, work: ActivityWork, reply_by: float) -> ActivityResult | None:
         payload: dict[str, Any] = {**asdict(ActivityRef.of(work)), "reply_by": reply_by}
-        carried = carried_work(work)
-        if carried is not None:
-            payload["work"] = carried  # spares the activity a read of the whole history
+        # The attempt itself travels when small: it spares the activity a read of the history.
+        body = json.dumps({**payload, "work": carried_work(work)}).encode("utf-8")
+        if len(body) > CARRIED_INPUT_BYTES:
+            body = json.dumps(payload).encode("utf-8")
         try:
-            response = self._waiting_client.invoke(
-                FunctionName=self._function, Payload=json.dumps(payload).encode("utf-8")
-            )
+            response = self._waiting_client.invoke(FunctionName=self._function, Payload=body)
         except (ReadTimeoutError, ConnectionClosedError):
             return None  # still running past reply_by: it posts its outcome itself
         except (ClientError, EndpointConnectionError, ConnectTimeoutError):

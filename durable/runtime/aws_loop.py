@@ -28,7 +28,7 @@ it reads the attempt from the history by reference.
 
 from __future__ import annotations
 
-import json
+import itertools
 import math
 import threading
 import time
@@ -390,7 +390,7 @@ def _call_in_waves(
         seconds = min(inline_seconds, time_left() - TIME_MARGIN_SECONDS)
         if seconds <= 0:
             return got, False
-        wave = list(remote.values())[:INLINE_MAX_ACTIVITIES]
+        wave = list(itertools.islice(remote.values(), INLINE_MAX_ACTIVITIES))
         for work in wave:
             del remote[ActivityRef.of(work)]
         answers = dispatcher.call(wave, seconds)
@@ -611,21 +611,12 @@ def attempt_from_history(history: Sequence[Event], ref: ActivityRef) -> Activity
 
 
 CARRIED_INPUT_BYTES = 64 * 1024
-"""An attempt whose encoded input is at most this big travels whole to a waited-for invocation."""
+"""A waited-for invocation carries its attempt when its whole payload stays this small."""
 
 
-def carried_work(work: ActivityWork) -> dict[str, Any] | None:
-    """What a waited-for invocation needs to run ``work`` without reading the history.
-
-    ``None`` when the input is too big to travel (the activity reads it from
-    the history instead).
-    """
-    fields = {"activity": work.activity, "input": work.input, "timeout": work.timeout}
-    try:
-        size = len(json.dumps(fields).encode("utf-8"))
-    except (TypeError, ValueError):
-        return None
-    return fields if size <= CARRIED_INPUT_BYTES else None
+def carried_work(work: ActivityWork) -> dict[str, Any]:
+    """What a waited-for invocation needs to run ``work`` without reading the history."""
+    return {"activity": work.activity, "input": work.input, "timeout": work.timeout}
 
 
 def attempt_from_carried(ref: ActivityRef, carried: Any) -> ActivityWork:
