@@ -174,8 +174,9 @@ def test_nothing_to_call_or_start_sends_nothing() -> None:
 class _Answers:
     """Records what ``answer_task`` does with the token (the SFN side, as a test double)."""
 
-    def __init__(self, left: float | None = None, mail: bool = False) -> None:
-        self.left, self.mail = left, mail
+    def __init__(self, left: float | None = None, mail: bool = False, refusals: int = 0) -> None:
+        """``mail``: every park is refused; ``refusals``: that many parks are, then none."""
+        self.left, self.mail, self.refusals = left, mail, refusals
         self.done: list[tuple[str, Any]] = []
 
     def succeed(self, output: dict[str, Any]) -> None:
@@ -189,6 +190,9 @@ class _Answers:
 
     def park(self, output: dict[str, Any]) -> bool:
         self.done.append(("park", output))
+        if self.refusals > 0:
+            self.refusals -= 1
+            return False
         return not self.mail
 
     def seconds_left(self) -> float | None:
@@ -375,3 +379,64 @@ def test_a_park_leaves_the_fan_in_wait_for_the_woken_loop() -> None:
     assert answer_task(decision, answers) == "park"
     [(kind, output)] = answers.done
     assert kind == "park" and output["wait_seconds"] == 1
+
+
+# ----------------------------------------------------------------------------- one task's work
+
+
+def test_mail_while_parking_orchestrates_again_in_the_same_invocation() -> None:
+    from durable.runtime.aws_loop import orchestrate_and_answer
+
+    answers = _Answers(left=60.0, refusals=1)  # refused (mail waits), then stored
+    calls: list[tuple[bool, int]] = []
+    seen: list[str] = []
+
+    def decide(recover: bool, events: int) -> LoopDecision:
+        calls.append((recover, events))
+        return LoopDecision("park", wait_seconds=60, events_before=events)
+
+    last, done = orchestrate_and_answer(
+        decide,
+        answers,
+        recover=True,
+        events=40,
+        time_left=lambda: 600.0,
+        on_answer=lambda decision, answer: seen.append(answer),
+    )
+
+    assert done == seen == ["mail", "park"]
+    assert calls == [(True, 40), (False, 40)]  # recovery is done once; the budget carries
+    assert last.next == "park"
+
+
+def test_mail_with_little_time_left_answers_the_task_to_go_on() -> None:
+    from durable.runtime.aws_loop import TIME_MARGIN_SECONDS, orchestrate_and_answer
+
+    answers = _Answers(left=60.0, mail=True)
+
+    _, done = orchestrate_and_answer(
+        lambda recover, events: LoopDecision("park", wait_seconds=60, events_before=events),
+        answers,
+        recover=False,
+        events=40,
+        time_left=lambda: TIME_MARGIN_SECONDS - 1,
+    )
+
+    assert done == ["mail", "continue"]
+    assert answers.done[-1] == ("succeed", LoopDecision("continue", events_before=40).output())
+
+
+def test_an_instance_gone_ends_the_loop() -> None:
+    from durable.errors import InstanceNotFoundError
+    from durable.runtime.aws_loop import orchestrate_and_answer
+
+    def decide(recover: bool, events: int) -> LoopDecision:
+        raise InstanceNotFoundError("gone")
+
+    answers = _Answers()
+    _, done = orchestrate_and_answer(
+        decide, answers, recover=False, events=0, time_left=lambda: 600.0
+    )
+
+    assert done == [ENDINGS["fail"]]
+    assert answers.done == [("fail", ENDINGS["fail"])]

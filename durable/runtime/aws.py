@@ -34,15 +34,13 @@ from durable.history import ActivityResult, message_to_json
 from durable.runtime.aws_config import Services, services, start_execution, wake_handle
 from durable.runtime.aws_dispatch import REPLY_MARGIN_SECONDS
 from durable.runtime.aws_loop import (
-    ENDINGS,
-    TIME_MARGIN_SECONDS,
     ActivityRef,
     LoopDecision,
     Observer,
-    answer_task,
     attempt_from_carried,
     error_summary,
     orchestrate,
+    orchestrate_and_answer,
     run_referenced_attempt,
 )
 from durable.runtime.step import LiveRuns
@@ -99,10 +97,10 @@ def orchestrator_handler(event: dict[str, Any], context: LambdaContext) -> dict[
     tally = _Tally()
     answers = _TaskAnswers(svc, instance_id, token, expiry)
     dispatcher = svc.dispatcher if svc.settings.inline_seconds > 0 else None
-    done_all: list[str] = []
-    while True:
+
+    def decide(recover: bool, events: int) -> LoopDecision:
         try:
-            decision = orchestrate(
+            return orchestrate(
                 svc.store,
                 instance_id,
                 resolve=svc.resolve,
@@ -125,22 +123,16 @@ def orchestrator_handler(event: dict[str, Any], context: LambdaContext) -> dict[
         except InstanceNotFoundError:
             logger.error("instance does not exist (deleted?): ending its loop")
             metrics.add_metric(name="MissingInstances", unit=MetricUnit.Count, value=1)
-            decision = LoopDecision("fail")
-        try:
-            done = answer_task(decision, answers)
-        except InstanceNotFoundError:
-            answers.fail(ENDINGS["fail"], "the instance was deleted")
-            done = ENDINGS["fail"]
-        tally.publish_decision(decision, done)
-        done_all.append(done)
-        if done != "mail":
-            break
-        # Mail came in while parking: go on here rather than through the state machine.
-        recover, events = False, decision.events_before
-        if time_left() < TIME_MARGIN_SECONDS:
-            answers.succeed(LoopDecision("continue", events_before=events).output())
-            done_all.append("continue")
-            break
+            raise
+
+    decision, done_all = orchestrate_and_answer(
+        decide,
+        answers,
+        recover=recover,
+        events=events,
+        time_left=time_left,
+        on_answer=tally.publish_decision,
+    )
     metrics.add_metric(name="Orchestrations", unit=MetricUnit.Count, value=1)
     tally.publish()
     return {**decision.as_payload(), "answers": done_all}

@@ -521,6 +521,46 @@ def answer_task(decision: LoopDecision, answers: TaskAnswers) -> str:
     return "park" if answers.park(woken) else "mail"
 
 
+def orchestrate_and_answer(
+    decide: Callable[[bool, int], LoopDecision],
+    answers: TaskAnswers,
+    *,
+    recover: bool,
+    events: int,
+    time_left: Callable[[], float],
+    on_answer: Callable[[LoopDecision, str], None] = lambda decision, done: None,
+) -> tuple[LoopDecision, list[str]]:
+    """One Orchestrate task's work: ``decide(recover, events)``, then answer the token.
+
+    When mail came in while parking (``"mail"``), orchestrates again in the
+    same invocation rather than through the state machine, unless time runs
+    low: then the task is answered to go on (``"continue"``). An instance that
+    no longer exists ends the loop. ``on_answer`` sees each decision and what
+    :func:`answer_task` did with it. Returns the last decision and every
+    answer, in order.
+    """
+    done_all: list[str] = []
+    while True:
+        try:
+            decision = decide(recover, events)
+        except InstanceNotFoundError:
+            decision = LoopDecision("fail")
+        try:
+            done = answer_task(decision, answers)
+        except InstanceNotFoundError:
+            answers.fail(ENDINGS["fail"], "the instance was deleted")
+            done = ENDINGS["fail"]
+        on_answer(decision, done)
+        done_all.append(done)
+        if done != "mail":
+            return decision, done_all
+        recover, events = False, decision.events_before
+        if time_left() < TIME_MARGIN_SECONDS:
+            answers.succeed(LoopDecision("continue", events_before=events).output())
+            done_all.append("continue")
+            return decision, done_all
+
+
 def _fits(left: float, wanted: int) -> bool:
     """Whether a task with ``left`` seconds to its timeout may park for a ``wanted``-second timer."""
     return abs(left - wanted) <= max(2.0, wanted * 0.02)

@@ -107,7 +107,6 @@ from botocore.exceptions import ReadTimeoutError
 
 from durable.codec import encode
 from durable.decision import ActivityWork, Decision
-from durable.errors import InstanceNotFoundError
 from durable.history import (
     ActivityFailed,
     ActivityResult,
@@ -123,18 +122,16 @@ from durable.runtime.aws import _instant, _task_expiry
 from durable.runtime.aws_config import execution_input, name_root, wake_handle, wake_with
 from durable.runtime.aws_dispatch import LambdaDispatcher
 from durable.runtime.aws_loop import (
-    ENDINGS,
     FAN_IN_SECONDS,
     HAND_OVER_EVENTS,
     INLINE_SECONDS,
     LOST_AFTER_SECONDS,
-    TIME_MARGIN_SECONDS,
     ActivityRef,
     LoopDecision,
     Observer,
-    answer_task,
     attempt_from_carried,
     orchestrate,
+    orchestrate_and_answer,
     run_referenced_attempt,
 )
 from durable.runtime.start import create_instance, encode_input
@@ -980,8 +977,6 @@ class _Cloud:
         """``aws.orchestrator_handler`` without its Lambda plumbing (logs, metrics, clients)."""
         instance_id = str(event["instance_id"])
         token = str(event["token"])
-        recover = bool(event.get("recover", False))
-        events = int(event.get("events", 0))
         expiry = _task_expiry(event)
         started = _instant(event.get("started"))
         lambda_time = self._time()
@@ -996,39 +991,41 @@ class _Cloud:
 
         dispatcher = _Dispatcher(self, view)
         answers = _Answers(self, view, dispatcher, instance_id, token, expiry)
-        while True:
-            try:
-                decision = orchestrate(
-                    view,
-                    instance_id,
-                    resolve=_resolve,
-                    clock=self.clock,
-                    time_left=time_left,
-                    recover=recover,
-                    events=events,
-                    hand_over_events=self.hand_over_events,
-                    lost_after=LOST_AFTER_SECONDS,
-                    observer=Observer(on_step=on_step, start_children=self.start_children),
-                    live_runs=self.live_runs,
-                    dispatcher=dispatcher if self.inline_seconds > 0 else None,
-                    inline_seconds=self.inline_seconds,
-                    started=started,
-                )
-            except InstanceNotFoundError:
-                decision = LoopDecision("fail")
-            try:
-                done = answer_task(decision, answers)
-            except InstanceNotFoundError:
-                answers.fail(ENDINGS["fail"], "the instance was deleted")
-                done = ENDINGS["fail"]
+
+        def decide(recover: bool, events: int) -> LoopDecision:
+            return orchestrate(
+                view,
+                instance_id,
+                resolve=_resolve,
+                clock=self.clock,
+                time_left=time_left,
+                recover=recover,
+                events=events,
+                hand_over_events=self.hand_over_events,
+                lost_after=LOST_AFTER_SECONDS,
+                observer=Observer(on_step=on_step, start_children=self.start_children),
+                live_runs=self.live_runs,
+                dispatcher=dispatcher if self.inline_seconds > 0 else None,
+                inline_seconds=self.inline_seconds,
+                started=started,
+            )
+
+        answered: list[str] = []
+
+        def on_answer(decision: LoopDecision, done: str) -> None:
+            answered.append(done)
             self.path[f"answer {done}"] += 1
-            if done != "mail":
-                break
-            recover, events = False, decision.events_before
-            if time_left() < TIME_MARGIN_SECONDS:
-                answers.succeed(LoopDecision("continue", events_before=events).output())
-                self.path["answer continue"] += 1
-                break
+
+        _, done_all = orchestrate_and_answer(
+            decide,
+            answers,
+            recover=bool(event.get("recover", False)),
+            events=int(event.get("events", 0)),
+            time_left=time_left,
+            on_answer=on_answer,
+        )
+        if len(done_all) > len(answered):  # time ran low after mail: answered to go on
+            self.path["answer continue"] += 1
 
     # ------------------------------------------------------------------ the activity Lambda
 
