@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -352,8 +352,14 @@ class Subtree:
     def load(self, instance_id: str, *, after: int | None = None) -> Snapshot:
         return self._store.load(instance_id, after=after)
 
-    def commit(self, decision: Decision, *, expected_version: int) -> int:
-        return self._store.commit(decision, expected_version=expected_version)
+    def commit(
+        self,
+        decision: Decision,
+        *,
+        expected_version: int,
+        on_ready: Callable[[], None] | None = None,
+    ) -> int:
+        return self._store.commit(decision, expected_version=expected_version, on_ready=on_ready)
 
     def post(self, instance_id: str, message: Message) -> bool:
         return self._store.post(instance_id, message)

@@ -6,11 +6,12 @@ test needs to hold a workflow at a point, block on a ``threading.Event``.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from durable.history import (
     WorkflowStarted,
     WorkflowTerminated,
 )
+from durable.runtime.clock import VirtualClock
 
 WAIT = 20.0  # seconds: a generous bound; nothing here should take more than a fraction of it
 
@@ -767,6 +769,80 @@ def test_a_failing_step_listener_is_dropped_and_the_runtime_goes_on(rt: Runtime)
     second = rt.start(greet, "listener-2")
     assert rt.wait(second, timeout=30) == Greeting(text="hello listener-2", count=1)
     assert calls == [first]
+
+
+# ----------------------------------------------------------------------------- early start
+
+
+@activity(name="rt.echo")
+def echo(key: str) -> str:
+    RUNS[key] += 1
+    return key
+
+
+@workflow(name="rt_by_the_clock")
+def by_the_clock(ctx: Context, args: list[str]) -> Generator[Any, Any, str]:
+    """Calls ``early`` or ``late`` as its first activity (the same task id either way),
+    depending on the recorded time of its first step."""
+    key, deadline = args
+    branch = "early" if ctx.now() < datetime.fromisoformat(deadline) else "late"
+    result: str = yield ctx.call(echo, f"{key}:{branch}")
+    return result
+
+
+class CommitFailsAfterStart(SQLiteStore):
+    """A SQLite store whose first commit that schedules activities fails at COMMIT (a full
+    disk) after the Runtime started them, once their outcome is in, and after moving the
+    runtime's virtual clock past ``deadline``."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.runtime: Runtime | None = None
+        self.deadline = datetime.now(UTC)
+        self.failed = 0
+
+    def commit(
+        self,
+        decision: Any,
+        *,
+        expected_version: int,
+        on_ready: Callable[[], None] | None = None,
+    ) -> int:
+        def ready() -> None:
+            assert on_ready is not None
+            on_ready()
+            if self.failed == 0 and decision.dispatch:
+                self.failed += 1
+                key = decision.dispatch[0].input["args"][0]
+                _eventually(lambda: RUNS[key] == 1, "the early-started attempt to run")
+                time.sleep(0.05)  # its outcome is handed to the runtime
+                assert self.runtime is not None and isinstance(self.runtime.clock, VirtualClock)
+                self.runtime.clock.advance_to(self.deadline + timedelta(minutes=1))
+                raise sqlite3.OperationalError("database or disk is full")
+
+        return super().commit(
+            decision,
+            expected_version=expected_version,
+            on_ready=None if on_ready is None else ready,
+        )
+
+
+def test_attempts_started_for_a_commit_that_failed_are_disowned(tmp_path: Path) -> None:
+    """The Runtime starts a step's activities before its commit is on disk. When that commit
+    then fails, the outcome of what it started must not be taken for whatever the retried
+    step schedules under the same task id: here ``late``, not ``early``."""
+    store = CommitFailsAfterStart(tmp_path / "early.db")
+    with Runtime(store, time_skipping=True) as rt:
+        store.runtime = rt
+        store.deadline = rt.clock.now() + timedelta(hours=1)
+        iid = rt.start(by_the_clock, ["disowned", store.deadline.isoformat()])
+        assert rt.wait(iid, timeout=WAIT) == "disowned:late"
+        history = rt.history(iid)
+    assert store.failed == 1
+    assert (RUNS["disowned:early"], RUNS["disowned:late"]) == (1, 1)
+    assert _kinds(history).count("ActivityScheduled") == 1
+    assert _kinds(history).count("ActivityCompleted") == 1
+    store.close()
 
 
 # ----------------------------------------------------------------------------- activity_info

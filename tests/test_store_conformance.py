@@ -415,6 +415,26 @@ def test_a_stale_commit_raises_conflict_and_writes_nothing(store: HistoryStore) 
     assert inbox_ids(store, "a") == ["m1"]
 
 
+def test_on_ready_is_called_once_for_a_commit_that_lands_and_never_for_one_that_does_not(
+    store: HistoryStore,
+) -> None:
+    create(store, "a")
+    stale = store.load("a")
+    calls: list[str] = []
+
+    winner = decision_for(stale.history, "a", events=[event(1, "winner")])
+    assert store.commit(winner, expected_version=1, on_ready=lambda: calls.append("winner")) == 2
+    loser = decision_for(stale.history, "a", events=[event(1, "loser")])
+    with pytest.raises(ConflictError):
+        store.commit(loser, expected_version=1, on_ready=lambda: calls.append("loser"))
+    gone = decision_for(stale.history, "nobody", events=[event(1)])
+    with pytest.raises(InstanceNotFoundError):
+        store.commit(gone, expected_version=1, on_ready=lambda: calls.append("nobody"))
+
+    assert calls == ["winner"]
+    assert [e.value for e in store.history("a")[1:]] == ["winner"]  # type: ignore[attr-defined]
+
+
 def test_commit_with_a_version_from_the_future_conflicts(store: HistoryStore) -> None:
     create(store, "a")
     snapshot = store.load("a")
@@ -1121,6 +1141,42 @@ def test_sqlite_a_second_store_on_the_same_file_sees_commits(tmp_path: Path) -> 
     finally:
         one.close()
         two.close()
+
+
+def test_sqlite_calls_on_ready_before_the_commit_is_visible_and_a_failure_after_it_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """``on_ready`` runs holding the write lock, before COMMIT: another connection does not
+    see the step yet, and if COMMIT then fails (a full disk) nothing of it is written."""
+    path = tmp_path / "early.db"
+    writer, reader = SQLiteStore(path), SQLiteStore(path)
+    try:
+        create(writer, "a")
+        seen: list[int] = []
+
+        def ready() -> None:
+            header = reader.get("a")
+            assert header is not None
+            seen.append(header.version)
+
+        advance_decision = decision_for(writer.load("a").history, "a", events=[event(1)])
+        assert writer.commit(advance_decision, expected_version=1, on_ready=ready) == 2
+        assert seen == [1]
+        assert reader.get("a").version == 2  # type: ignore[union-attr]
+
+        def full_disk() -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        snapshot = writer.load("a")
+        failing = decision_for(
+            snapshot.history, "a", events=[event(2)], status=Status.COMPLETED, output=1
+        )
+        with pytest.raises(sqlite3.OperationalError):
+            writer.commit(failing, expected_version=2, on_ready=full_disk)
+        assert reader.load("a") == snapshot
+    finally:
+        writer.close()
+        reader.close()
 
 
 def test_sqlite_data_survives_reopening_the_file(tmp_path: Path) -> None:

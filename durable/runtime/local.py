@@ -2,8 +2,13 @@
 
 One scheduler thread steps instances (one at a time, so an instance is never
 stepped twice at once in a process); activities run on a pool of worker
-threads and post their results to the store's inbox before anything else
-happens, so a crash never loses a recorded completion. Timers wait on the
+threads, and their outcomes are committed by their instance's next step,
+together with what the workflow does next. A step's activities start as
+soon as its commit can no longer lose to another worker: with SQLite, while
+the commit is being flushed to disk, so that the activity and the fsync
+overlap. Should that commit still fail, the attempts it started are
+disowned (their outcomes dropped) and run again once a commit schedules
+them: at least once, as always. Timers wait on the
 real clock, or, with ``time_skipping=True``, on a virtual clock that jumps to
 the next timer whenever nothing else can make progress and a caller is
 blocked in :meth:`Runtime.wait`.
@@ -498,6 +503,12 @@ class Runtime:
 
     def _step(self, instance_id: str) -> None:
         loaded: list[int] = []
+        started: list[_AttemptKey] = []
+
+        def start_early(decision: Decision) -> None:
+            # The commit can only fail on I/O now: start its activities while it is flushed.
+            started.extend(key for item in decision.dispatch if (key := self._dispatch(item)))
+
         with self._cond:
             carried = self._outcomes.pop(instance_id, [])
         try:
@@ -509,14 +520,17 @@ class Runtime:
                 on_load=lambda snapshot: loaded.append(snapshot.version),
                 live_runs=self._live_runs,
                 carried=carried,
+                on_ready=start_early,
             )
         except InstanceNotFoundError:
+            self._revoke(instance_id, started)
             self._recovering.discard(instance_id)
             self._forget(instance_id)
             self._set_wake(instance_id, None)  # deleted meanwhile: forget it
             return
         except Exception:
             self._hold(instance_id, carried)
+            self._revoke(instance_id, started)
             log.exception(
                 "step of instance %s failed; retrying in %ss", instance_id, _ERROR_BACKOFF
             )
@@ -524,6 +538,7 @@ class Runtime:
             return
         except BaseException:
             self._hold(instance_id, carried)
+            self._revoke(instance_id, started)
             raise
         if decision is not None and not decision.status.is_terminal:
             self._hold(instance_id, carried)  # not taken (a step cut short, STUCK): next time
@@ -572,18 +587,40 @@ class Runtime:
             self._ends += 1
             self._cond.notify_all()
 
-    def _dispatch(self, work: ActivityWork) -> None:
+    def _dispatch(self, work: ActivityWork) -> _AttemptKey | None:
+        """Start an attempt unless this runtime runs or ran it already; its key if started."""
         key = (work.instance_id, work.run, work.task_id, work.attempt)
         with self._cond:
             delivered = key in self._delivered.get(work.instance_id, ())
             if key in self._attempts or delivered or self._closed:
-                return
+                return None
             self._attempts[key] = _RUNNING
         try:
             self._pool.submit(self._run_attempt, key, work)
         except RuntimeError:  # the pool shut down: the attempt runs again on restart
             with self._cond:
                 self._attempts.pop(key, None)
+            return None
+        return key
+
+    def _revoke(self, instance_id: str, keys: list[_AttemptKey]) -> None:
+        """Disown attempts started for a commit that then failed (nothing of it was written).
+
+        Their outcomes, if in already, are dropped, and a late one is ignored
+        (as for a timed-out attempt): the step that schedules them again
+        starts them again, at least once as always.
+        """
+        if not keys:
+            return
+        revoked = set(keys)
+        with self._cond:
+            for key in revoked:
+                self._attempts.pop(key, None)
+                self._delivered.get(instance_id, set()).discard(key)
+            held = self._outcomes.pop(instance_id, [])
+            kept = [m for m in held if _attempt_key(instance_id, m) not in revoked]
+            if kept:
+                self._outcomes[instance_id] = kept
 
     def _run_attempt(self, key: _AttemptKey, work: ActivityWork) -> None:
         if work.timeout is not None:
@@ -656,6 +693,12 @@ class Runtime:
                 self._cond.notify_all()
         if closed:
             self._post_held({instance_id: [message]})
+
+
+def _attempt_key(instance_id: str, message: Message) -> _AttemptKey | None:
+    if isinstance(message, ActivityResult):
+        return (instance_id, message.run, message.task_id, message.attempt)
+    return None
 
 
 def run(

@@ -7,6 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from durable.codec import ErrorInfo
@@ -93,6 +94,7 @@ def step(
     on_load: Callable[[Snapshot], None] | None = None,
     live_runs: LiveRuns | None = None,
     carried: list[Message] | None = None,
+    on_ready: Callable[[Decision], None] | None = None,
 ) -> Decision | None:
     """Advance one instance as far as it can go now; return what was decided.
 
@@ -107,6 +109,9 @@ def step(
     if they were in the inbox, so they are recorded by this step's one commit,
     and removes from the list those it took (or dropped as stale). Those left
     (a step cut short, an instance STUCK) are the driver's to keep or post.
+    ``on_ready(decision)`` is called once the decision's commit can no longer
+    lose to another writer, perhaps before it is durable (see
+    :meth:`HistoryStore.commit`); a step that commits nothing does not call it.
     """
     carried_ids = {m.id for m in carried or ()}
     for _ in range(MAX_CONFLICT_RETRIES):
@@ -139,7 +144,11 @@ def step(
             _take(carried, taken)
             return decision
         try:
-            version = store.commit(decision, expected_version=snapshot.version)
+            version = store.commit(
+                decision,
+                expected_version=snapshot.version,
+                on_ready=None if on_ready is None else partial(on_ready, decision),
+            )
         except ConflictError:
             _close(live)  # it stands for a commit that did not happen
             continue

@@ -25,10 +25,10 @@ Rules every store follows (tests/test_store_conformance.py checks them all):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from durable.codec import ErrorInfo
 from durable.errors import InstanceExistsError
@@ -83,7 +83,13 @@ class HistoryStore(Protocol):
         """
         ...
 
-    def commit(self, decision: Decision, *, expected_version: int) -> int:
+    def commit(
+        self,
+        decision: Decision,
+        *,
+        expected_version: int,
+        on_ready: Callable[[], None] | None = None,
+    ) -> int:
         """Write a step's decision atomically; return the new version.
 
         All of it or, on any error, none of it:
@@ -106,6 +112,13 @@ class HistoryStore(Protocol):
           ``next_run``, the header moves to its run and input, RUNNING, with no
           ``wake_at``; messages not consumed stay in the inbox for the new run.
         * A finished status empties the inbox, consumed or not. STUCK keeps it.
+
+        ``on_ready`` is called once the commit can no longer lose to another
+        writer: at the latest when it is done, and, in a store that knows
+        earlier (SQLite holds the write lock from the version check on), before
+        it is on disk, so that the caller can start the decision's activities
+        while the commit is flushed. If the store then fails, nothing is
+        written and the error is raised after ``on_ready`` was called.
 
         Raises:
             ConflictError: the header is no longer at ``expected_version``
@@ -216,26 +229,28 @@ def header_for(instance_id: str, started: WorkflowStarted) -> InstanceStatus:
     )
 
 
-def updated_header(header: InstanceStatus, decision: Decision) -> InstanceStatus:
-    """The header after committing ``decision``."""
-    status = decision.status
-    run = header.run
-    input_ = header.input
-    if decision.next_run is not None:
-        run = decision.next_run.run
-        input_ = decision.next_run.input
-        status = Status.RUNNING
-    changes = {
+def header_changes(decision: Decision, version: int) -> dict[str, Any]:
+    """The header fields that committing ``decision`` on top of ``version`` changes.
+
+    ``run`` and ``input`` are among them only when the decision begins a new run
+    (continue-as-new); otherwise they keep their values.
+    """
+    status = Status.RUNNING if decision.next_run is not None else decision.status
+    changes: dict[str, Any] = {
         "status": status,
-        "version": header.version + 1,
+        "version": version + 1,
         "updated_at": decision.at,
-        "run": run,
-        "input": input_,
         "custom_status": decision.custom_status,
-        "wake_at": None if status.is_terminal else decision.wake_at,
+        "wake_at": None if status.is_terminal or decision.next_run else decision.wake_at,
         "output": decision.output if status == Status.COMPLETED else None,
         "error": decision.error,
     }
     if decision.next_run is not None:
-        changes["wake_at"] = None
-    return header.model_copy(update=changes)
+        changes["run"] = decision.next_run.run
+        changes["input"] = decision.next_run.input
+    return changes
+
+
+def updated_header(header: InstanceStatus, decision: Decision) -> InstanceStatus:
+    """The header after committing ``decision``."""
+    return header.model_copy(update=header_changes(decision, header.version))

@@ -654,7 +654,13 @@ class DynamoDBStore:
 
     # ------------------------------------------------------------------ commit
 
-    def commit(self, decision: Decision, *, expected_version: int) -> int:
+    def commit(
+        self,
+        decision: Decision,
+        *,
+        expected_version: int,
+        on_ready: Callable[[], None] | None = None,
+    ) -> int:
         iid = decision.instance_id
         # Serialize first: a payload that cannot be stored must leave no trace.
         events = [(e.seq, event_to_json(e)) for e in decision.events]
@@ -701,6 +707,8 @@ class DynamoDBStore:
                 continue
             self._forget(plan.garbage)
             self._remember(iid, plan.after)
+            if on_ready is not None:
+                on_ready()
             for target in sorted(plan.woken):
                 try:
                     self._wake(target)

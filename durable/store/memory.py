@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -97,7 +97,13 @@ class MemoryStore:
             [message_from_json(text) for text in inbox],
         )
 
-    def commit(self, decision: Decision, *, expected_version: int) -> int:
+    def commit(
+        self,
+        decision: Decision,
+        *,
+        expected_version: int,
+        on_ready: Callable[[], None] | None = None,
+    ) -> int:
         iid = decision.instance_id
         # Serialize everything first: a payload that cannot be stored must leave no trace.
         events = _rows(decision.events)
@@ -132,7 +138,9 @@ class MemoryStore:
                 target = self._instances.get(target_id)
                 if target is not None and not target.header.status.is_terminal:
                     target.post(message_id, text)
-            return header.version
+        if on_ready is not None:
+            on_ready()
+        return header.version
 
     def post(self, instance_id: str, message: Message) -> bool:
         text = message_to_json(message)

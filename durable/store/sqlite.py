@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +35,13 @@ from durable.history import (
     message_to_json,
 )
 from durable.replay import Decision
-from durable.store.base import Snapshot, child_taken_message, header_for, statuses, updated_header
+from durable.store.base import (
+    Snapshot,
+    child_taken_message,
+    header_changes,
+    header_for,
+    statuses,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -214,18 +220,42 @@ class SQLiteStore:
         )
         return True
 
-    def commit(self, decision: Decision, *, expected_version: int) -> int:
+    def commit(
+        self,
+        decision: Decision,
+        *,
+        expected_version: int,
+        on_ready: Callable[[], None] | None = None,
+    ) -> int:
         iid = decision.instance_id
         with self._write() as db:
-            header = self._header(db, iid)
-            if header is None:
-                raise InstanceNotFoundError(iid)
-            if header.version != expected_version:
+            changes = header_changes(decision, expected_version)
+            status: Status = changes["status"]
+            columns = {
+                "status": status.value,
+                "version": changes["version"],
+                "output": _json(changes["output"]),
+                "error": decision.error.model_dump_json() if decision.error else None,
+                "custom_status": _json(changes["custom_status"]),
+                "updated_at": _ts(decision.at),
+                "wake_at": _ts(changes["wake_at"]) if changes["wake_at"] else None,
+            }
+            if decision.next_run is not None:
+                columns["run"] = decision.next_run.run
+                columns["input"] = _json(decision.next_run.input)
+            assignments = ", ".join(f"{name} = ?" for name in columns)
+            updated = db.execute(
+                f"UPDATE instances SET {assignments} WHERE instance_id = ? AND version = ?",
+                (*columns.values(), iid, expected_version),
+            )
+            if updated.rowcount == 0:
+                header = self._header(db, iid)
+                if header is None:
+                    raise InstanceNotFoundError(iid)
                 raise ConflictError(iid, expected_version, header.version)
-            new = updated_header(header, decision)
             db.executemany(
                 "INSERT INTO history (instance_id, run, seq, event) VALUES (?, ?, ?, ?)",
-                [(iid, header.run, e.seq, event_to_json(e)) for e in decision.events],
+                [(iid, decision.run, e.seq, event_to_json(e)) for e in decision.events],
             )
             if decision.next_run is not None:
                 db.execute(
@@ -237,39 +267,25 @@ class SQLiteStore:
                         event_to_json(decision.next_run),
                     ),
                 )
-            if new.status.is_terminal:
+            if status.is_terminal:
                 db.execute("DELETE FROM inbox WHERE instance_id = ?", (iid,))
             elif decision.consumed:
                 db.executemany(
                     "DELETE FROM inbox WHERE instance_id = ? AND message_id = ?",
                     [(iid, m) for m in decision.consumed],
                 )
-            db.execute(
-                "UPDATE instances SET status = ?, run = ?, version = ?, input = ?, output = ?,"
-                " error = ?, custom_status = ?, updated_at = ?, wake_at = ?"
-                " WHERE instance_id = ?",
-                (
-                    new.status.value,
-                    new.run,
-                    new.version,
-                    _json(new.input),
-                    _json(new.output),
-                    new.error.model_dump_json() if new.error else None,
-                    _json(new.custom_status),
-                    _ts(new.updated_at),
-                    _ts(new.wake_at) if new.wake_at else None,
-                    iid,
-                ),
-            )
             for child in decision.children:
                 if (
                     not self._create(db, child.instance_id, child.started)
-                    and not new.status.is_terminal
+                    and not status.is_terminal
                 ):
                     self._insert_message(db, iid, child_taken_message(child))
             for outgoing in decision.messages:
                 self._post(db, outgoing.instance_id, outgoing.message)
-            return new.version
+            if on_ready is not None:
+                on_ready()  # all written and the write lock held: only COMMIT (the fsync) is left
+            version: int = changes["version"]
+            return version
 
     def post(self, instance_id: str, message: Message) -> bool:
         with self._write() as db:

@@ -3,7 +3,8 @@
 * :class:`FaultyStore` implements the ``HistoryStore`` protocol by delegating
   to a real store (memory or SQLite) and, driven by a seeded
   :class:`FaultPlan`, "kills the process" at a boundary: before or after
-  ``create``, ``load``, ``commit`` and ``post``. A kill raises :class:`Crash`
+  ``create``, ``load``, ``commit`` and ``post``, and inside a ``Runtime``'s
+  commit once it started the step's activities (``commit.ready``). A kill raises :class:`Crash`
   (a ``BaseException``: user code and ``except Exception`` cannot swallow
   it) and *fences* the view: every later call through it raises too, as a
   dead process writes nothing more. After a commit the kill means "committed,
@@ -177,13 +178,31 @@ class FaultyStore:
         self._maybe_kill("load.after")
         return snapshot
 
-    def commit(self, decision: Decision, *, expected_version: int) -> int:
+    def commit(
+        self,
+        decision: Decision,
+        *,
+        expected_version: int,
+        on_ready: Callable[[], None] | None = None,
+    ) -> int:
         from durable.errors import ConflictError
 
         self._maybe_kill("commit.before")
         self.calls["commit"] += 1
+
+        def ready() -> None:
+            assert on_ready is not None
+            on_ready()
+            # The Runtime started the step's activities; in SQLite the commit is not
+            # written yet, so dying here rolls it back under attempts already running.
+            self._maybe_kill("commit.ready")
+
         try:
-            version = self.inner.commit(decision, expected_version=expected_version)
+            version = self.inner.commit(
+                decision,
+                expected_version=expected_version,
+                on_ready=None if on_ready is None else ready,
+            )
         except ConflictError:
             self.calls["conflict"] += 1
             raise

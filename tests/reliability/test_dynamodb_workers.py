@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -65,8 +65,14 @@ class _CountingStore:
             self.loads += 1
         return self._inner.load(instance_id, after=after)
 
-    def commit(self, decision: Any, *, expected_version: int) -> int:
-        version = self._inner.commit(decision, expected_version=expected_version)
+    def commit(
+        self,
+        decision: Any,
+        *,
+        expected_version: int,
+        on_ready: Callable[[], None] | None = None,
+    ) -> int:
+        version = self._inner.commit(decision, expected_version=expected_version, on_ready=on_ready)
         with self._lock:
             self.commits += 1
         return version

@@ -21,7 +21,7 @@ import logging
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -148,10 +148,16 @@ class FlakyStore(MemoryStore):
         self._fail("ready")
         return super().ready(now, limit)
 
-    def commit(self, decision: Decision, *, expected_version: int) -> int:
+    def commit(
+        self,
+        decision: Decision,
+        *,
+        expected_version: int,
+        on_ready: Callable[[], None] | None = None,
+    ) -> int:
         if any(e.kind == "ActivityCompleted" for e in decision.events):
             self._fail("commit")
-        return super().commit(decision, expected_version=expected_version)
+        return super().commit(decision, expected_version=expected_version, on_ready=on_ready)
 
 
 def test_transient_store_errors_neither_stop_the_scheduler_nor_lose_a_result() -> None:
@@ -186,6 +192,7 @@ def test_every_boundary_was_hit() -> None:
         "load.after",
         "commit.before",
         "commit.after",
+        "commit.ready",
         "post.before",
         "post.after",
         "dispatch",
