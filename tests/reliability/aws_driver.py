@@ -1362,18 +1362,20 @@ def check_schedule(
         for number, (want, have) in enumerate(zip(runs, got, strict=True), 1):
             wanted, had = by_task(want), by_task(have)
             for task in sorted(wanted.keys() | had.keys(), key=str):
-                assert _same_task(wanted.get(task, []), had.get(task, [])), (
+                assert same_task(wanted.get(task, []), had.get(task, [])), (
                     f"history of {iid} run {number} differs for task {task}: "
                     f"{had.get(task)} != {wanted.get(task)}"
                 )
     return chaotic
 
 
-def _same_task(want: list[dict[str, Any]], have: list[dict[str, Any]]) -> bool:
-    """The same events, or the same but for one outcome recorded in one run only: an
-    activity the workflow no longer waited for (an ``all`` that failed first) whose result
-    arrived before the end in one run and after it in the other."""
-    if want == have:
+def same_task(want: list[dict[str, Any]], have: list[dict[str, Any]]) -> bool:
+    """The same events (``have``: the crashed run's; ``want``: the uninterrupted run's),
+    where a retry may be due later in the crashed run (:func:`_retry_delayed`), or the same
+    but for one outcome recorded in one run only: an activity the workflow no longer waited
+    for (an ``all`` that failed first) whose result arrived before the end in one run and
+    after it in the other."""
+    if len(want) == len(have) and all(map(_same_or_retry_delayed, want, have)):
         return True
     short, long = sorted((want, have), key=len)
     return (
@@ -1381,6 +1383,24 @@ def _same_task(want: list[dict[str, Any]], have: list[dict[str, Any]]) -> bool:
         and long[:-1] == short
         and long[-1]["kind"] in ("ActivityCompleted", "ActivityFailed")
     )
+
+
+def _same_or_retry_delayed(want: dict[str, Any], have: dict[str, Any]) -> bool:
+    """Equal events, or the same retry due later in the crashed run.
+
+    A retry is due a delay after its failure arrived. A recovery re-dispatches an attempt
+    it finds in flight, which restarts the clock by which that attempt counts as lost;
+    an attempt whose invocations keep being lost therefore fails later than in the
+    uninterrupted run (which has no recovery), and its retry is due later: never earlier.
+    """
+    if want == have:
+        return True
+    if want["kind"] != "ActivityRetryScheduled" or have["kind"] != "ActivityRetryScheduled":
+        return False
+    rest = {k: v for k, v in want.items() if k != "fire_at"}
+    return rest == {k: v for k, v in have.items() if k != "fire_at"} and datetime.fromisoformat(
+        have["fire_at"]
+    ) >= datetime.fromisoformat(want["fire_at"])
 
 
 def by_task(history: Sequence[Event]) -> dict[int | None, list[dict[str, Any]]]:

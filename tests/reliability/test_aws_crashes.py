@@ -36,7 +36,7 @@ from typing import Any
 
 from durable import Context, workflow
 from examples.human_approval import ExpenseRequest, expense_approval
-from tests.reliability.aws_driver import Key, check_schedule, moto_tables, run_for
+from tests.reliability.aws_driver import Key, check_schedule, moto_tables, run_for, same_task
 from tests.reliability.harness import EXAMPLE_CASES, Case, Outcome, program_case, reproduce_hint
 
 BASE = 7_000
@@ -161,3 +161,24 @@ def test_the_lowest_hand_over_threshold_lets_a_one_day_wait_end() -> None:
         )
     ends = Counter(e.end for e in executions)
     assert ends["Finished"] == 1, ends
+
+
+def test_the_comparison_lets_a_crash_delay_a_retry_but_nothing_else() -> None:
+    """Seed 50181: a recovery re-dispatched an attempt whose invocations kept being lost,
+    so it failed 14 s later than uninterrupted and its retry was due 14 s later. That is
+    allowed; a retry due earlier, or any other difference, is not."""
+    retry = {
+        "kind": "ActivityRetryScheduled",
+        "task_id": 5,
+        "attempt": 1,
+        "fire_at": "2030-01-01T00:17:04Z",
+        "error": {"type": "Flaky", "message": "failed attempt 1"},
+    }
+    later = {**retry, "fire_at": "2030-01-01T00:17:18Z"}
+    other_error = {**later, "error": {"type": "Flaky", "message": "failed attempt 2"}}
+    completed = {"kind": "ActivityCompleted", "task_id": 5, "attempt": 2, "result": "r"}
+
+    assert same_task([retry, completed], [later, completed])
+    assert not same_task([later, completed], [retry, completed])  # due earlier when crashed
+    assert not same_task([retry, completed], [other_error, completed])
+    assert not same_task([retry, completed], [later, {**completed, "result": "s"}])
