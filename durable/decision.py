@@ -32,6 +32,8 @@ class ActivityWork:
     """The encoded arguments, ``{"args": [...], "kwargs": {...}}``."""
     timeout: float | None
     """Seconds after which the attempt counts as failed (``None``: no limit)."""
+    scheduled_at: datetime | None = field(default=None, compare=False)
+    """When the history recorded this attempt's ``ActivityScheduled`` (always set by the engine)."""
     fn: Activity[..., Any] | None = field(default=None, compare=False, repr=False)
     """The activity object from the running code (for in-process drivers)."""
 

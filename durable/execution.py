@@ -87,6 +87,8 @@ class ReplayAborted(BaseException):
 class _ActivityState:
     task: ActivityTask[Any]
     scheduled: ActivityScheduled
+    scheduled_at: datetime
+    """When the current attempt's ``ActivityScheduled`` was recorded."""
     attempt: int = 1
     retry_at: datetime | None = None
 
@@ -297,7 +299,7 @@ class Execution:
             task, lambda r: isinstance(r, ActivityScheduled) and r.activity == act.name
         )
         if isinstance(rec, ActivityScheduled):
-            scheduled = rec
+            self.activities[tid] = _ActivityState(task, rec, rec.timestamp)
         else:
             timeout = task.timeout if task.timeout is not None else act.timeout
             scheduled = ActivityScheduled(
@@ -308,8 +310,8 @@ class Execution:
                 timeout=timeout.total_seconds() if timeout is not None else None,
             )
             self._append(scheduled)
-            self.dispatch.append(self._work(task, scheduled, 1))
-        self.activities[tid] = _ActivityState(task, scheduled)
+            state = self.activities[tid] = _ActivityState(task, scheduled, self.now)
+            self.dispatch.append(self._work(state))
 
     def _schedule_timer(self, task: TimerTask) -> None:
         tid, rec = self._issue(task, lambda r: isinstance(r, TimerScheduled))
@@ -377,18 +379,18 @@ class Execution:
         )
         self.child_starts.append(ChildStart(child_id, started))
 
-    def _work(
-        self, task: ActivityTask[Any], scheduled: ActivityScheduled, attempt: int
-    ) -> ActivityWork:
+    def _work(self, state: _ActivityState) -> ActivityWork:
+        scheduled = state.scheduled
         return ActivityWork(
             instance_id=self.instance_id,
             run=self.run,
             task_id=scheduled.task_id,
-            attempt=attempt,
+            attempt=state.attempt,
             activity=scheduled.activity,
             input=scheduled.input,
             timeout=scheduled.timeout,
-            fn=task.activity,
+            scheduled_at=state.scheduled_at,
+            fn=state.task.activity,
         )
 
     # ------------------------------------------------------------------ driving the generator
@@ -599,7 +601,8 @@ class Execution:
 
     # ------------------------------------------------------------------ applying events
 
-    def _append(self, event: Event) -> None:
+    def _append(self, event: Event) -> Event:
+        """Record ``event`` as the next new one (numbered and stamped with the step's time)."""
         if self.runaway is not None:
             raise ReplayAborted()  # code that caught the signal keeps trying: refuse again
         stamped = event.model_copy(update={"seq": self.next_seq, "timestamp": self.now})
@@ -615,6 +618,7 @@ class Execution:
                 "in one step without waiting on anything (a loop without a yield?)"
             )
             raise ReplayAborted()
+        return stamped
 
     def replay_history(self) -> None:
         for index, event in enumerate(self.history):
@@ -668,6 +672,7 @@ class Execution:
         state = self.activities.get(event.task_id)
         if state is not None:
             state.attempt = event.attempt
+            state.scheduled_at = event.timestamp
             state.retry_at = None
 
     def _apply_ActivityRetryScheduled(self, event: ActivityRetryScheduled) -> None:
@@ -805,9 +810,8 @@ class Execution:
     def _retry(self, state: _ActivityState) -> Callable[[], None]:
         def retry() -> None:
             event = state.scheduled.model_copy(update={"attempt": state.attempt + 1})
-            self._append(event)
-            self._apply(event)
-            self.dispatch.append(self._work(state.task, state.scheduled, state.attempt))
+            self._apply(self._append(event))
+            self.dispatch.append(self._work(state))
 
         return retry
 
@@ -866,11 +870,7 @@ class Execution:
         return f"a wait on {self.blocked_on.describe()}"
 
     def pending_work(self) -> list[ActivityWork]:
-        return [
-            self._work(state.task, state.scheduled, state.attempt)
-            for state in self.activities.values()
-            if state.retry_at is None
-        ]
+        return [self._work(state) for state in self.activities.values() if state.retry_at is None]
 
     def wake_at(self) -> datetime | None:
         times = [at for _, at in self.timers.values()]

@@ -8,7 +8,11 @@ Follows ../shared/AWS-TESTING.md:
   imported and called with the payload, its ``Environment`` applied, a raised
   exception reported as ``x-amz-function-error: Unhandled``; asynchronous
   invocations (``InvocationType: Event``, which moto's ASL interpreter would
-  silently drop, so it is added to the accepted parameters) run on a thread;
+  silently drop, so it is added to the accepted parameters) run on a thread,
+  once the orchestration that made them has returned (Lambda takes tens of
+  milliseconds or more to start an asynchronous invocation; the orchestrator
+  parks within a few, so an outcome posted before the park is not the case
+  to measure, and without this what it costs would depend on thread timing);
 * state machines created by CloudFormation routed to the executing backend;
 * three more gaps of moto 5.2.5 closed at the boundary: ``states:startExecution``
   tasks pass their parameters to boto3 as spelled in the ASL (``StateMachineArn``
@@ -154,6 +158,8 @@ class AwsHarness:
         self._function_locks: dict[str, threading.Lock] = {}
         self._start_offsets: dict[str, timedelta] = {}
         self._threads: list[threading.Thread] = []
+        self._orchestrating: dict[str, threading.Event] = {}
+        """Per instance, set once its latest orchestrator invocation has returned."""
         self._stack = contextlib.ExitStack()
         self.state_machine_arn = ""
         self.functions: dict[str, str] = {}
@@ -321,7 +327,11 @@ class AwsHarness:
         text = body.decode() if isinstance(body, bytes) else (body or "{}")
         payload = json.loads(text or "{}")
         if headers.get("X-Amz-Invocation-Type") == "Event":
-            thread = threading.Thread(target=self._call, args=(fn, payload, True), daemon=True)
+            with self._lock:
+                caller = self._orchestrating.get(str(payload.get("instance_id")))
+            thread = threading.Thread(
+                target=self._call_once_returned, args=(caller, fn, payload), daemon=True
+            )
             self._threads.append(thread)
             thread.start()
             return b""
@@ -329,6 +339,14 @@ class AwsHarness:
         if not ok:
             resp["x-amz-function-error"] = "Unhandled"
         return json.dumps(result).encode()
+
+    def _call_once_returned(
+        self, caller: threading.Event | None, fn: Any, payload: Any
+    ) -> tuple[bool, Any]:
+        """An asynchronous invocation, started once the orchestration that made it returned."""
+        if caller is not None:
+            caller.wait(timeout=60)
+        return self._call(fn, payload, True)
 
     def _call(self, fn: Any, payload: Any, asynchronous: bool) -> tuple[bool, Any]:
         times = 2 if self.duplicate(self._kind(fn.function_name), payload) else 1
@@ -347,7 +365,11 @@ class AwsHarness:
         # One invocation of a function at a time, as in a Lambda sandbox (module globals are
         # per process there). Functions differ: the orchestrator waits on the activity function.
         # Every function's environment is in os.environ from the start (see _create_stack).
+        returned = threading.Event()
         with self._function_lock(fn.function_name), _environ(_env(fn)):
+            if self._kind(fn.function_name) == "orchestrator" and isinstance(payload, dict):
+                with self._lock:
+                    self._orchestrating[str(payload.get("instance_id"))] = returned
             self.invocations.append(record)
             context = _FakeContext(fn.function_name, int(fn.timeout or 3))
             record.memory_mb = int(getattr(fn, "memory_size", 128) or 128)
@@ -366,6 +388,7 @@ class AwsHarness:
             finally:
                 record.seconds = time.monotonic() - started
                 record.done = True
+                returned.set()
         return True, result
 
     def _in_virtual_time(self, payload: Any) -> Any:

@@ -373,7 +373,7 @@ def activity_after_event(ctx: Context, _: None) -> Any:
 def test_an_attempt_in_flight_too_long_is_dispatched_again() -> None:
     from durable.history import EventMessage
 
-    store, clock = MemoryStore(), VirtualClock()
+    store, clock = _CountingStore(), VirtualClock()
     iid = _start(store, activity_after_event, None, clock)
     first = _orchestrate(store, iid, clock)
     assert first.next == "park" and len(first.activities) == 1  # started asynchronously
@@ -384,6 +384,7 @@ def test_an_attempt_in_flight_too_long_is_dispatched_again() -> None:
     clock.advance_to(clock.now() + timedelta(seconds=woken.wait_seconds))
     again = _orchestrate(store, iid, clock)
     assert again.next == "park" and again.activities == first.activities
+    assert store.history_reads == 0  # the attempts' ages come with them, not from the history
     _run_all(store, clock, again)
     assert _orchestrate(store, iid, clock).next == "succeed"
     assert store.get(iid).output == [20, 1]  # type: ignore[union-attr]

@@ -323,6 +323,21 @@ def test_a_late_result_of_an_earlier_attempt_is_ignored() -> None:
     assert [(w.task_id, w.attempt) for w in d.pending] == [(1, 2)]
 
 
+def test_every_attempt_carries_when_it_was_scheduled() -> None:
+    """Drivers tell a lost attempt by its age: each ``ActivityWork`` says when its
+    ``ActivityScheduled`` was recorded, whether just decided or found in the history."""
+    sim = Sim(retry_wf)
+    first = sim.step(now=at(5))
+    [work] = first.dispatch
+    assert work.scheduled_at == at(5) == first.events[-1].timestamp
+    assert [w.scheduled_at for w in sim.step(now=at(7)).pending] == [at(5)]  # from history
+    sim.step(activity_result(1, error=OutOfStock("x"), attempt=1), now=at(8))
+    retried = sim.step(now=at(18))  # the 10 s retry delay is over
+    assert [(w.attempt, w.scheduled_at) for w in retried.dispatch] == [(2, at(18))]
+    again = replay(sim.wf, sim.history, [], at(30), instance_id=IID)
+    assert [(w.attempt, w.scheduled_at) for w in again.pending] == [(2, at(18))]
+
+
 def test_retry_policy_delays_and_filters() -> None:
     policy = RetryPolicy(
         initial_interval=timedelta(seconds=2), backoff=3.0, max_interval=timedelta(seconds=10)

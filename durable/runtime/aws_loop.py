@@ -336,9 +336,7 @@ def _orchestrate(
             ]
             deadline: datetime | None = None
             if in_flight:
-                lost, deadline = _lost_attempts(
-                    store.history(instance_id), in_flight, now, lost_after
-                )
+                lost, deadline = _lost_attempts(in_flight, now, lost_after)
                 given_up = False
                 for item, age in lost:
                     if ActivityRef.of(item) in running:
@@ -403,17 +401,17 @@ def _call_in_waves(
 
 
 def _lost_attempts(
-    history: Sequence[Event], in_flight: list[ActivityWork], now: datetime, lost_after: float
+    in_flight: list[ActivityWork], now: datetime, lost_after: float
 ) -> tuple[list[tuple[ActivityWork, float]], datetime | None]:
-    """The attempts in flight for ``lost_after`` seconds (with their age in seconds), and
-    when the next of the others is."""
-    started = {
-        (e.task_id, e.attempt): e.timestamp for e in history if isinstance(e, ActivityScheduled)
-    }
+    """The attempts in flight for ``lost_after`` seconds since they were scheduled (with
+    their age in seconds), and when the next of the others is.
+
+    The engine gives every attempt its scheduling time, so no history is read for this.
+    """
     lost: list[tuple[ActivityWork, float]] = []
     deadlines: list[datetime] = []
     for work in in_flight:
-        at = started.get((work.task_id, work.attempt))
+        at = work.scheduled_at
         if at is None:
             continue
         deadline = at + timedelta(seconds=lost_after)
