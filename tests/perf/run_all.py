@@ -51,7 +51,7 @@ DURABILITY = [
 
 WORKLOAD_SIZES = {"W6": (Sizes.make(False).w6_instances, Sizes.make(True).w6_instances)}
 
-ROUNDED = {"W1", "W2"}
+ROUNDED = {"W1", "W2", "W3", "W5"}
 """Workloads short enough to run in several rounds, the systems taking turns (load varies)."""
 
 TIMEOUT = 1800  # seconds for one (system, workload) process
@@ -279,7 +279,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=3,
-        help="rounds of W1 and W2, the systems taking turns; each figure is their median",
+        help="rounds of W1, W2, W3 and W5, the systems taking turns; each figure is their median",
     )
     args = parser.parse_args(argv)
     wanted = [w.strip().upper() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)
@@ -313,8 +313,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     print()
     if not args.quick:
         print(
-            f"Each figure: the median of 5 runs (W1, W5) or 3 (the others) after a warm-up, in a"
-            f" fresh process per system and workload; W1 and W2: the median of {args.rounds}"
+            f"Each figure: the median of 5 runs (W1), 15 (W5) or 3 (the others) after a warm-up, in a"
+            f" fresh process per system and workload; W1, W2, W3 and W5: the median of {args.rounds}"
             " such rounds, the systems taking turns.\n"
         )
     combined(reports)
