@@ -362,7 +362,9 @@ def test_activity_sandbox_dying_is_a_failed_attempt_retried_by_the_workflow_poli
 def test_a_lost_asynchronous_invocation_is_dispatched_again() -> None:
     """Lambda drops an Event invocation after its own retries: the loop notices by the deadline."""
     lost = itertools.count()
-    with AwsHarness(park_real_seconds=0.3, inline_seconds=0) as h:
+    with AwsHarness(
+        park_real_seconds=1.0, inline_seconds=0
+    ) as h:  # a post has 1 s to wake the park
         h.crash_before = lambda kind, payload: kind == "activity" and next(lost) == 0
         iid = h.start("aws_flows.activity_and_timer", 6)
         executions = _finished(h)

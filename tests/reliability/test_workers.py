@@ -131,7 +131,8 @@ def test_the_other_workers_take_over_from_one_killed_mid_run(tmp_path: Path) -> 
         _wait_for_runs(log, INSTANCES)
         os.kill(procs[0].pid, signal.SIGKILL)
         assert procs[0].wait(WAIT) == -signal.SIGKILL
-        at_kill = sum(_log_runs(log).values())
+        # The others go on meanwhile: read what is recorded first, then count the runs, so
+        # that a run counted after that point is one that began after its outcome was recorded.
         store = SQLiteStore(db)
         try:
             recorded = {
@@ -142,6 +143,7 @@ def test_the_other_workers_take_over_from_one_killed_mid_run(tmp_path: Path) -> 
             }
         finally:
             store.close()
+        at_kill = sum(_log_runs(log).values())
         for proc in procs[1:]:
             assert proc.wait(WAIT) == 0
     finally:
