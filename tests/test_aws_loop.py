@@ -376,6 +376,27 @@ def test_a_lost_asynchronous_invocation_is_dispatched_again() -> None:
         assert h.clock.skipped.total_seconds() >= 900
 
 
+def test_an_asynchronous_invocation_starts_once_its_orchestration_returned() -> None:
+    """The harness starts an Event invocation after the orchestrator that made it returned
+    (as on Lambda, where starting one takes longer than parking), so every outcome wakes a
+    parked loop: the figures of an all-asynchronous chain do not depend on thread timing."""
+    early: list[int] = []
+
+    def before(kind: str, payload: Any) -> None:
+        if kind == "activity":
+            running = [i for i in h.invocations if i.function == h.functions["orchestrator"]]
+            early.extend(n for n, i in enumerate(running) if not i.done)
+
+    with AwsHarness(inline_seconds=0) as h:
+        h.before_call = before
+        iid = h.start("aws_flows.remote_chain", 3)
+        assert [e["status"] for e in _finished(h)] == ["SUCCEEDED"]
+        assert h.status(iid)["output"] == 5
+        assert early == []
+        assert "mail" not in h.answers()
+        assert h.answers().count("park") == 3
+
+
 def test_only_small_references_travel_through_step_functions() -> None:
     with AwsHarness() as h:
         iid = h.start("aws_flows.big_payload", 1_000_000)

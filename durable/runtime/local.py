@@ -562,7 +562,8 @@ class Runtime:
             except BaseException:  # e.g. SystemExit from a console whose pipe closed
                 log.exception("step listener %r failed; it is removed", listener)
                 self._listeners.remove(listener)
-        # Attempts nobody runs any more (see the class docstring): start them all.
+        # Attempts nobody runs any more (see the class docstring): start them all. Those of
+        # ``decision.dispatch`` a commit started (start_early) are skipped by _dispatch.
         work = decision.pending if adopt else decision.dispatch
         for item in work:
             self._dispatch(item)
