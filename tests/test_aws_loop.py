@@ -378,8 +378,8 @@ def test_a_lost_asynchronous_invocation_is_dispatched_again() -> None:
 
 def test_an_asynchronous_invocation_starts_once_its_orchestration_returned() -> None:
     """The harness starts an Event invocation after the orchestrator that made it returned
-    (as on Lambda, where starting one takes longer than parking), so every outcome wakes a
-    parked loop: the figures of an all-asynchronous chain do not depend on thread timing."""
+    (as on Lambda, where starting one takes longer than parking), so no outcome races the
+    park that waits for it."""
     early: list[int] = []
 
     def before(kind: str, payload: Any) -> None:
@@ -393,8 +393,7 @@ def test_an_asynchronous_invocation_starts_once_its_orchestration_returned() -> 
         assert [e["status"] for e in _finished(h)] == ["SUCCEEDED"]
         assert h.status(iid)["output"] == 5
         assert early == []
-        assert "mail" not in h.answers()
-        assert h.answers().count("park") == 3
+        assert "mail" not in h.answers()  # no outcome came in while a loop was parking
 
 
 def test_only_small_references_travel_through_step_functions() -> None:
