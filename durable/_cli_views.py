@@ -21,6 +21,7 @@ from durable.errors import DurableError
 from durable.history import (
     ActivityCompleted,
     ActivityFailed,
+    ActivityRedispatched,
     ActivityRetryScheduled,
     ActivityScheduled,
     CancelRequested,
@@ -125,6 +126,8 @@ def details(event: Event) -> str:
                 f"attempt {event.attempt} failed ({event.error.type}: "
                 f"{short(event.error.message, 40)}); next at {when(event.fire_at)}"
             )
+        case ActivityRedispatched():
+            return f"attempt {event.attempt} dispatched again (no outcome came: lost invocation)"
         case TimerScheduled():
             return f"fires at {when(event.fire_at)}"
         case EventWaitStarted():
@@ -172,6 +175,11 @@ def progress_line(event: Event, labels: Labels) -> str | None:
                 f"↻ {labels.of(event.task_id)} attempt {event.attempt} failed "
                 f"({event.error.type}: {short(event.error.message, 40)}); "
                 f"retrying at {when(event.fire_at)}"
+            )
+        case ActivityRedispatched():
+            return (
+                f"↻ {labels.of(event.task_id)} attempt {event.attempt} dispatched again "
+                "(no outcome came)"
             )
         case TimerScheduled():
             return f"⏲ {labels.of(event.task_id)} until {when(event.fire_at)} UTC"

@@ -34,6 +34,11 @@ class ActivityWork:
     """Seconds after which the attempt counts as failed (``None``: no limit)."""
     scheduled_at: datetime | None = field(default=None, compare=False)
     """When the history recorded this attempt's ``ActivityScheduled`` (always set by the engine)."""
+    dispatched_at: datetime | None = field(default=None, compare=False)
+    """When this attempt was last dispatched: ``scheduled_at``, or the last
+    ``ActivityRedispatched`` of it (always set by the engine)."""
+    dispatches: int = field(default=1, compare=False)
+    """How many times this attempt was dispatched: 1, plus one per ``ActivityRedispatched``."""
     fn: Activity[..., Any] | None = field(default=None, compare=False, repr=False)
     """The activity object from the running code (for in-process drivers)."""
 

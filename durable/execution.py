@@ -31,9 +31,11 @@ from durable.history import (
     FINAL_EVENTS,
     ActivityCompleted,
     ActivityFailed,
+    ActivityRedispatched,
     ActivityResult,
     ActivityRetryScheduled,
     ActivityScheduled,
+    AttemptLost,
     CancelMessage,
     CancelRequested,
     ChildCompleted,
@@ -90,6 +92,10 @@ class _ActivityState:
     scheduled_at: datetime
     """When the current attempt's ``ActivityScheduled`` was recorded."""
     attempt: int = 1
+    dispatched_at: datetime | None = None
+    """When the current attempt was last dispatched again (``ActivityRedispatched``)."""
+    dispatches: int = 1
+    """How many times the current attempt was dispatched, counting the first."""
     retry_at: datetime | None = None
 
 
@@ -390,6 +396,8 @@ class Execution:
             input=scheduled.input,
             timeout=scheduled.timeout,
             scheduled_at=state.scheduled_at,
+            dispatched_at=state.dispatched_at or state.scheduled_at,
+            dispatches=state.dispatches,
             fn=state.task.activity,
         )
 
@@ -673,7 +681,15 @@ class Execution:
         if state is not None:
             state.attempt = event.attempt
             state.scheduled_at = event.timestamp
+            state.dispatched_at = None
+            state.dispatches = 1
             state.retry_at = None
+
+    def _apply_ActivityRedispatched(self, event: ActivityRedispatched) -> None:
+        state = self.activities.get(event.task_id)
+        if state is not None and state.attempt == event.attempt:
+            state.dispatched_at = event.timestamp
+            state.dispatches += 1
 
     def _apply_ActivityRetryScheduled(self, event: ActivityRetryScheduled) -> None:
         state = self.activities.get(event.task_id)
@@ -819,6 +835,9 @@ class Execution:
         event: Event | None = None
         if isinstance(message, ActivityResult):
             event = self._activity_outcome(message)
+        elif isinstance(message, AttemptLost):
+            if self._in_flight(message.task_id, message.run, message.attempt):
+                event = ActivityRedispatched(task_id=message.task_id, attempt=message.attempt)
         elif isinstance(message, EventMessage):
             event = EventRaised(event=message.event, data=message.data)
         elif isinstance(message, ChildResult):
@@ -831,17 +850,21 @@ class Execution:
         elif isinstance(message, CancelMessage) and not self.cancel_thrown:
             event = CancelRequested(reason=message.reason)
         if event is not None:
-            self._append(event)
-            self._apply(event)
+            self._apply(self._append(event))  # stamped: a handler may read its time
+
+    def _in_flight(self, task_id: int, run: int, attempt: int) -> bool:
+        """Whether that attempt is the one running now (not answered, not waiting to retry)."""
+        state = self.activities.get(task_id)
+        return (
+            run == self.run
+            and state is not None
+            and state.attempt == attempt
+            and state.retry_at is None
+        )
 
     def _activity_outcome(self, message: ActivityResult) -> Event | None:
         state = self.activities.get(message.task_id)
-        if (
-            message.run != self.run
-            or state is None
-            or state.attempt != message.attempt
-            or state.retry_at is not None
-        ):
+        if state is None or not self._in_flight(message.task_id, message.run, message.attempt):
             return None  # stale or duplicate delivery: the attempt already has its outcome
         if message.error is None:
             return ActivityCompleted(

@@ -114,6 +114,15 @@ class ActivityRetryScheduled(_Event):
     error: ErrorInfo
 
 
+class ActivityRedispatched(_Event):
+    """The driver found attempt ``attempt`` lost (no outcome long after it was dispatched)
+    and dispatched it again; the attempt counts as lost again only that long after this."""
+
+    kind: Literal["ActivityRedispatched"] = "ActivityRedispatched"
+    task_id: int
+    attempt: int
+
+
 class TimerScheduled(_Command):
     kind: Literal["TimerScheduled"] = "TimerScheduled"
     fire_at: datetime
@@ -209,6 +218,7 @@ Event = Annotated[
     | ActivityCompleted
     | ActivityFailed
     | ActivityRetryScheduled
+    | ActivityRedispatched
     | TimerScheduled
     | TimerFired
     | EventWaitStarted
@@ -272,6 +282,17 @@ class ActivityResult(_Message):
     error: ErrorInfo | None = None
 
 
+class AttemptLost(_Message):
+    """A driver's note that it dispatches attempt ``attempt`` again: no outcome came long
+    after it was dispatched. Recorded as ``ActivityRedispatched`` while that attempt is
+    still the one in flight; dropped otherwise."""
+
+    kind: Literal["attempt_lost"] = "attempt_lost"
+    task_id: int
+    run: int
+    attempt: int
+
+
 class EventMessage(_Message):
     """An external event raised to the instance."""
 
@@ -307,7 +328,7 @@ class TerminateMessage(_Message):
 
 
 Message = Annotated[
-    ActivityResult | EventMessage | ChildResult | CancelMessage | TerminateMessage,
+    ActivityResult | AttemptLost | EventMessage | ChildResult | CancelMessage | TerminateMessage,
     Field(discriminator="kind"),
 ]
 """Anything posted to an instance's inbox."""

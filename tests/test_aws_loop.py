@@ -376,6 +376,36 @@ def test_a_lost_asynchronous_invocation_is_dispatched_again() -> None:
         assert h.clock.skipped.total_seconds() >= 900
 
 
+def test_an_attempt_dispatched_again_is_not_found_lost_again_before_it_answers() -> None:
+    """The call that follows a re-dispatch (here the fresh task of a repark) comes before the
+    new invocation answers: the re-dispatch is recorded, so that call waits for it instead of
+    dispatching the attempt a third time."""
+    lost = itertools.count()
+    activity_starts = itertools.count()
+
+    def slow_second_start(kind: str, payload: Any) -> None:
+        if kind == "activity" and next(activity_starts) == 1:  # the re-dispatch starts late
+            seen = len(h.invocations)
+            h.wait_until(
+                lambda: any(
+                    i.done and i.function == h.functions["orchestrator"]
+                    for i in h.invocations[seen:]
+                ),
+                timeout=30,
+                what="an orchestration after the re-dispatch",
+            )
+
+    with AwsHarness(park_real_seconds=1.0, inline_seconds=0) as h:
+        h.crash_before = lambda kind, payload: kind == "activity" and next(lost) == 0
+        h.before_call = slow_second_start
+        iid = h.start("aws_flows.activity_and_timer", 6)
+        assert [e["status"] for e in _finished(h)] == ["SUCCEEDED"]
+        assert h.status(iid)["output"] == 36
+        activity_calls = [i for i in h.invocations if i.function.endswith("-activity")]
+        assert len(activity_calls) == 2
+        assert h.history_kinds(iid).count("ActivityRedispatched") == 1
+
+
 def test_an_asynchronous_invocation_starts_once_its_orchestration_returned() -> None:
     """The harness starts an Event invocation after the orchestrator that made it returned
     (as on Lambda, where starting one takes longer than parking), so no outcome races the

@@ -385,6 +385,15 @@ def test_an_attempt_in_flight_too_long_is_dispatched_again() -> None:
     again = _orchestrate(store, iid, clock)
     assert again.next == "park" and again.activities == first.activities
     assert store.history_reads == 0  # the attempts' ages come with them, not from the history
+    [noted] = [e for e in store.history(iid) if e.kind == "ActivityRedispatched"]
+    assert (noted.task_id, noted.attempt) == (first.activities[0].task_id, 1)
+    assert clock.now() - noted.timestamp < timedelta(seconds=1)  # by the call that found it
+    # A call before the new invocation answered (a repark's fresh task, another event):
+    # the attempt's lost clock restarted when it was dispatched again, so it waits.
+    clock.advance_to(clock.now() + timedelta(seconds=5))
+    fresh = _orchestrate(store, iid, clock)
+    assert fresh.next == "park" and fresh.activities == []
+    assert 900 <= fresh.wait_seconds <= 960
     _run_all(store, clock, again)
     assert _orchestrate(store, iid, clock).next == "succeed"
     assert store.get(iid).output == [20, 1]  # type: ignore[union-attr]
@@ -660,3 +669,5 @@ def test_an_attempt_whose_invocations_keep_dying_is_recorded_as_failed() -> None
     [failed] = [e for e in store.history(iid) if e.kind == "ActivityFailed"]
     assert failed.error.type.endswith("ActivityCrashed")
     assert "dispatched 3 times" in failed.error.message
+    kinds = [e.kind for e in store.history(iid)]
+    assert kinds.count("ActivityRedispatched") == LOST_GIVE_UP_PERIODS - 1

@@ -979,3 +979,15 @@ def test_run_resumes_a_stuck_instance_once_its_code_exists(project: Path, db: st
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == "ABC"
     assert "resuming instance late of cli_late, STUCK since" in result.stderr
+
+
+def test_a_redispatched_attempt_is_shown_in_the_history_and_the_progress() -> None:
+    from durable._cli_views import Labels, details, progress_line
+    from durable.history import ActivityRedispatched, ActivityScheduled
+
+    labels = Labels()
+    labels.learn(ActivityScheduled(task_id=3, activity="send_email", name="First reminder"))
+    event = ActivityRedispatched(task_id=3, attempt=2)
+    assert details(event) == "attempt 2 dispatched again (no outcome came: lost invocation)"
+    line = progress_line(event, labels)
+    assert line is not None and "First reminder" in line and "attempt 2 dispatched again" in line

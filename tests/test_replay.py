@@ -338,6 +338,43 @@ def test_every_attempt_carries_when_it_was_scheduled() -> None:
     assert [(w.attempt, w.scheduled_at) for w in again.pending] == [(2, at(18))]
 
 
+def test_a_lost_attempt_dispatched_again_is_recorded_while_it_is_still_in_flight() -> None:
+    """A driver's ``AttemptLost`` note becomes ``ActivityRedispatched``: the attempt's
+    dispatch time and count move on (replayed alike); a note on an attempt that is no
+    longer the one in flight is consumed and changes nothing."""
+    from durable.history import AttemptLost
+
+    sim = Sim(retry_wf)
+    sim.step(now=at(5))
+    lost = AttemptLost(task_id=1, run=1, attempt=1, received_at=at(20))
+    d = sim.step(lost, now=at(20))
+    assert kinds(d.events) == ["ActivityRedispatched"] and d.consumed == [lost.id]
+    assert d.dispatch == []  # the driver that noted it dispatches it
+    [work] = d.pending
+    assert (work.attempt, work.scheduled_at, work.dispatched_at, work.dispatches) == (
+        1,
+        at(5),
+        at(20),
+        2,
+    )
+    replayed = replay(sim.wf, sim.history, [], at(30), instance_id=IID)
+    assert [(w.dispatched_at, w.dispatches) for w in replayed.pending] == [(at(20), 2)]
+    for stale in (
+        AttemptLost(task_id=1, run=1, attempt=2, received_at=at(21)),  # not that attempt
+        AttemptLost(task_id=1, run=2, attempt=1, received_at=at(21)),  # another run
+        AttemptLost(task_id=9, run=1, attempt=1, received_at=at(21)),  # no such task
+    ):
+        d = sim.step(stale, now=at(21))
+        assert d.events == [] and d.consumed == [stale.id]
+    retried = sim.step(activity_result(1, error=OutOfStock("x"), attempt=1), now=at(22))
+    assert [(w.attempt, w.dispatched_at, w.dispatches) for w in retried.dispatch] == [
+        (2, at(22), 1)  # a new attempt starts its own count
+    ]
+    late = sim.step(AttemptLost(task_id=1, run=1, attempt=1, received_at=at(23)), now=at(23))
+    assert late.events == []  # attempt 2 is the one in flight now
+    final_replay(sim)
+
+
 def test_retry_policy_delays_and_filters() -> None:
     policy = RetryPolicy(
         initial_interval=timedelta(seconds=2), backoff=3.0, max_interval=timedelta(seconds=10)

@@ -46,6 +46,7 @@ from durable.history import (
     ActivityResult,
     ActivityRetryScheduled,
     ActivityScheduled,
+    AttemptLost,
     ChildCompleted,
     ChildFailed,
     ChildScheduled,
@@ -78,16 +79,17 @@ Functions' one-year limit."""
 STUCK_RETRY_SECONDS = 3600
 """How often a STUCK instance (non-determinism, unknown workflow) is tried again."""
 LOST_AFTER_SECONDS = 900 + 60
-"""An attempt started this long ago with no outcome is lost (default: Lambda's 15-minute
+"""An attempt dispatched this long ago with no outcome is lost (default: Lambda's 15-minute
 maximum plus a minute): a started activity Lambda either reports or dies within its timeout,
 and an asynchronous invocation can be dropped after Lambda's own retries."""
 FAN_IN_SECONDS = 1
 """A loop parked on several attempts waits this long once woken: the outcomes posted
 meanwhile are taken by one step instead of waking one orchestration each."""
 LOST_GIVE_UP_PERIODS = 3
-"""An attempt without outcome this many ``lost_after`` periods after it was scheduled (it was
-dispatched that many times) is recorded as failed (``ActivityCrashed``) instead of dispatched
-again: its invocations keep dying. The workflow's retry policy decides what follows."""
+"""An attempt dispatched this many times, still without outcome ``lost_after`` seconds after
+the last, is recorded as failed (``ActivityCrashed``) instead of dispatched again: its
+invocations keep dying. The workflow's retry policy decides what follows. Each dispatch
+after the first is recorded (``ActivityRedispatched``) before it is made."""
 TIME_MARGIN_SECONDS = 10.0
 """Hand back to the loop when less than this is left of the Lambda's time."""
 
@@ -235,7 +237,7 @@ def orchestrate(
     estimate) and ``started`` when the execution started: at
     ``hand_over_events``, or ``HAND_OVER_AGE_SECONDS`` after ``started``,
     nothing is stepped and the answer is ``hand_over`` (``recover`` carried
-    over). An attempt started ``lost_after`` seconds ago
+    over). An attempt dispatched ``lost_after`` seconds ago
     and still without outcome is dispatched again; a park waiting on attempts
     in flight times out by then. ``live_runs`` (kept by a warm Lambda between
     invocations) lets a step resume the workflow instead of replaying it.
@@ -260,7 +262,8 @@ def orchestrate(
         inline_seconds,
     )
     for result in outcomes:  # not taken by a step (it was cut short, or STUCK): keep them
-        store.post(instance_id, result)
+        if isinstance(result, ActivityResult):  # a note on a dispatch that did not happen: not
+            store.post(instance_id, result)
     decision.events_before = events
     return decision
 
@@ -337,17 +340,18 @@ def _orchestrate(
             deadline: datetime | None = None
             if in_flight:
                 lost, deadline = _lost_attempts(in_flight, now, lost_after)
-                given_up = False
-                for item, age in lost:
-                    if ActivityRef.of(item) in running:
-                        continue
-                    if age >= LOST_GIVE_UP_PERIODS * lost_after:
-                        outcomes.append(failed_result(item, _never_answered(age), now))
-                        given_up = True
+                lost = [item for item in lost if ActivityRef.of(item) not in running]
+                for item in lost:
+                    if item.dispatches >= LOST_GIVE_UP_PERIODS:
+                        outcomes.append(failed_result(item, _never_answered(item, now), now))
                     else:
+                        outcomes.append(_lost_note(item, now))
                         remote.setdefault(ActivityRef.of(item), item)
-                if given_up:
-                    continue  # step again: the workflow's retry policy decides
+                if lost:
+                    # Step again: a failure goes to the workflow's retry policy; a lost attempt
+                    # is recorded (ActivityRedispatched) before it is dispatched again, so no
+                    # later call finds it lost again until lost_after has passed once more.
+                    continue
             if remote:  # started by the caller now: lost by then if still silent
                 started_now = now + timedelta(seconds=lost_after)
                 deadline = started_now if deadline is None else min(deadline, started_now)
@@ -402,30 +406,38 @@ def _call_in_waves(
 
 def _lost_attempts(
     in_flight: list[ActivityWork], now: datetime, lost_after: float
-) -> tuple[list[tuple[ActivityWork, float]], datetime | None]:
-    """The attempts in flight for ``lost_after`` seconds since they were scheduled (with
-    their age in seconds), and when the next of the others is.
+) -> tuple[list[ActivityWork], datetime | None]:
+    """The attempts without outcome ``lost_after`` seconds after they were last dispatched,
+    and when the next of the others will be.
 
-    The engine gives every attempt its scheduling time, so no history is read for this.
+    The engine gives every attempt when it was last dispatched (scheduled, or recorded
+    as dispatched again), so no history is read for this.
     """
-    lost: list[tuple[ActivityWork, float]] = []
+    lost: list[ActivityWork] = []
     deadlines: list[datetime] = []
     for work in in_flight:
-        at = work.scheduled_at
+        at = work.dispatched_at or work.scheduled_at
         if at is None:
             continue
         deadline = at + timedelta(seconds=lost_after)
         if deadline <= now:
-            lost.append((work, (now - at).total_seconds()))
+            lost.append(work)
         else:
             deadlines.append(deadline)
     return lost, min(deadlines, default=None)
 
 
-def _never_answered(age: float) -> ActivityCrashed:
+def _lost_note(work: ActivityWork, now: datetime) -> AttemptLost:
+    return AttemptLost(task_id=work.task_id, run=work.run, attempt=work.attempt, received_at=now)
+
+
+def _never_answered(work: ActivityWork, now: datetime) -> ActivityCrashed:
+    since = (
+        "" if work.scheduled_at is None else f" {(now - work.scheduled_at).total_seconds():.0f}s"
+    )
     return ActivityCrashed(
-        f"no outcome {age:.0f}s after the attempt was scheduled, though it was dispatched "
-        f"{LOST_GIVE_UP_PERIODS} times: its invocations keep dying (longer than the activity "
+        f"no outcome{since} after the attempt was scheduled, though it was dispatched "
+        f"{work.dispatches} times: its invocations keep dying (longer than the activity "
         "Lambda's timeout? out of memory?) or are dropped"
     )
 

@@ -715,6 +715,12 @@
           }
           break;
         }
+        case "ActivityRedispatched": {
+          const l = open(e.task_id);
+          const seg = l && l.segments.find((x) => x.attempt === e.attempt && x.to === null);
+          if (seg) seg.title += `\ndispatched again ${formatTime(e.timestamp)} (no outcome came)`;
+          break;
+        }
         case "TimerScheduled": {
           const l = lane(e, "timer", e.name || "sleep");
           l.segments.push({ from: t, to: null, cls: "timer", title: `timer ${e.name || ""}\nscheduled ${formatTime(e.timestamp)}\nfires at ${formatTime(e.fire_at)}` });

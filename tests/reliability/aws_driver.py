@@ -109,6 +109,7 @@ from durable.codec import encode
 from durable.decision import ActivityWork, Decision
 from durable.history import (
     ActivityFailed,
+    ActivityRedispatched,
     ActivityResult,
     ActivityRetryScheduled,
     ActivityScheduled,
@@ -1355,6 +1356,7 @@ def check_schedule(
     if key not in cache:
         cache[key] = drive_aws(case, None, tables, crashed=crashed, lost=chaotic.lost)
     clean = cache[key]
+    check_redispatches(clean, chaotic.lost)
     check_outcome(clean, chaotic, same_history=False)
     for iid, runs in clean.histories.items():
         got = chaotic.histories[iid]
@@ -1367,6 +1369,26 @@ def check_schedule(
                     f"{had.get(task)} != {wanted.get(task)}"
                 )
     return chaotic
+
+
+def redispatches(outcome: Outcome) -> Counter[Key]:
+    """How many times each attempt was recorded as dispatched again (found lost)."""
+    found: Counter[Key] = Counter()
+    for iid, runs in outcome.histories.items():
+        for number, history in enumerate(runs, 1):
+            for event in history:
+                if isinstance(event, ActivityRedispatched):
+                    found[(iid, number, event.task_id, event.attempt)] += 1
+    return found
+
+
+def check_redispatches(clean: Outcome, lost: frozenset[Key]) -> None:
+    """In an uninterrupted run, an attempt is dispatched again only if it was ``lost``, and
+    then once: found lost when its first dispatch is ``LOST_AFTER_SECONDS`` old, and not
+    again by the calls before the new invocation answers."""
+    for key, count in redispatches(clean).items():
+        assert key in lost, f"attempt {key} was dispatched again but never lost"
+        assert count == 1, f"attempt {key} was dispatched again {count} times"
 
 
 def same_task(want: list[dict[str, Any]], have: list[dict[str, Any]]) -> bool:
@@ -1406,9 +1428,13 @@ def _same_or_retry_delayed(want: dict[str, Any], have: dict[str, Any]) -> bool:
 def by_task(history: Sequence[Event]) -> dict[int | None, list[dict[str, Any]]]:
     """A history's events per task id (``None``: the instance's own), in order, without
     ``seq``: a crash may record results of different tasks in another order (an attempt
-    whose result was lost runs again later), never change what one task went through."""
+    whose result was lost runs again later), never change what one task went through.
+    Without ``ActivityRedispatched``: a crashed run's recovery dispatches an attempt in flight
+    again without recording it, where the uninterrupted run finds it lost and records that."""
     found: dict[int | None, list[dict[str, Any]]] = {}
     for event in comparable(history):
+        if event["kind"] == "ActivityRedispatched":
+            continue
         event.pop("seq")
         found.setdefault(event.get("task_id"), []).append(event)
     return found
