@@ -88,8 +88,9 @@ meanwhile are taken by one step instead of waking one orchestration each."""
 LOST_GIVE_UP_PERIODS = 3
 """An attempt dispatched this many times, still without outcome ``lost_after`` seconds after
 the last, is recorded as failed (``ActivityCrashed``) instead of dispatched again: its
-invocations keep dying. The workflow's retry policy decides what follows. Each dispatch
-after the first is recorded (``ActivityRedispatched``) before it is made."""
+invocations keep dying. The workflow's retry policy decides what follows. A dispatch of an
+attempt found lost is recorded (``ActivityRedispatched``) before it is made; a recovery's
+dispatch of every pending attempt is not (it does not count towards this)."""
 TIME_MARGIN_SECONDS = 10.0
 """Hand back to the loop when less than this is left of the Lambda's time."""
 
