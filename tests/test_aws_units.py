@@ -88,10 +88,10 @@ def _orchestrate(
     **options: Any,
 ) -> LoopDecision:
     """``orchestrate`` with ``left`` seconds of Lambda time; ``options`` go through."""
+    options.setdefault("resolve", get_workflow)
     return orchestrate(
         store,
         iid,
-        resolve=get_workflow,
         clock=clock,
         time_left=lambda: left,
         recover=recover,
@@ -641,6 +641,29 @@ def test_a_park_on_several_attempts_waits_a_moment_once_woken() -> None:
     # woken by one of the three outcomes, the next step still waits on two: wait again
     _run_all(store, clock, LoopDecision("park", parked_on_three.activities[:1]))
     assert _orchestrate(store, several, clock).woken_wait == FAN_IN_SECONDS
+
+
+def test_no_lost_note_is_kept_when_the_step_that_would_record_it_ends_stuck() -> None:
+    """The call found the attempt lost, then could not step (here its workflow is gone): it
+    dispatches nothing, so nothing may later record a dispatch that was not made."""
+    import itertools
+
+    store, clock = MemoryStore(), VirtualClock()
+    iid = _start(store, remote_chain, 1, clock)
+    first = _orchestrate(store, iid, clock)  # the attempt goes out, and is lost
+    clock.advance_to(clock.now() + timedelta(seconds=first.wait_seconds))
+    resolved = itertools.count()
+
+    def resolve_once(name: str) -> Workflow[Any, Any]:
+        if next(resolved) == 0:
+            return get_workflow(name)
+        raise UnknownWorkflowError(name)  # a deploy removed it while this call ran
+
+    stuck = _orchestrate(store, iid, clock, resolve=resolve_once)
+
+    assert stuck.next == "sleep" and stuck.activities == []
+    assert store.load(iid).inbox == []
+    assert "ActivityRedispatched" not in [e.kind for e in store.history(iid)]
 
 
 def test_an_attempt_whose_invocations_keep_dying_is_recorded_as_failed() -> None:
