@@ -14,12 +14,20 @@ import textwrap
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import pytest
 
+from durable import Context, Status, activity, workflow
+from durable.history import AttemptLost
+from durable.runtime.activity import run_activity
+from durable.runtime.start import create_instance, encode_input
+from durable.runtime.step import step
+from durable.store.sqlite import SQLiteStore
+from durable.workflow import get_workflow
 from tests.test_serve import Server, running_server
 
 if TYPE_CHECKING:
@@ -93,6 +101,38 @@ BAD = "sp-bad"
 WAITING = "sp wait <script>window.__pwned = 1</script> ü"
 """Shown verbatim, never run: every text reaches the page escaped."""
 TO_APPROVE = "sp-approve"
+REDISPATCHED = "sp-redispatched"
+"""Recorded before the server starts, as the AWS loop would: its attempt was lost and
+dispatched again (``ActivityRedispatched``)."""
+
+
+@activity(name="sp_greet")
+def sp_greet(name: str) -> str:
+    return f"hello {name}"
+
+
+@workflow(name="sp_lost")
+def sp_lost(ctx: Context, name: str) -> Any:
+    return (yield ctx.call(sp_greet, name, name="Greet"))
+
+
+def _record_a_redispatched_attempt(db: Path) -> None:
+    """``REDISPATCHED``'s history: the attempt goes out, is found lost 16 minutes later
+    and dispatched again, then answers."""
+    store = SQLiteStore(db)
+    start = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    iid, _ = create_instance(store, sp_lost, encode_input(sp_lost, "ada"), REDISPATCHED, start)
+    decision = step(store, iid, get_workflow, start)
+    assert decision is not None
+    [work] = decision.dispatch
+    found = start + timedelta(minutes=16)
+    note = AttemptLost(task_id=work.task_id, run=1, attempt=1, received_at=found)
+    step(store, iid, get_workflow, found, carried=[note])
+    answered = found + timedelta(seconds=2)
+    store.post(iid, run_activity(work, now=lambda: answered))
+    done = step(store, iid, get_workflow, answered)
+    assert done is not None and done.status == Status.COMPLETED
+    store.close()
 
 
 def _fail_without_browser() -> None:
@@ -106,7 +146,9 @@ def _fail_without_browser() -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("status-page"), FLOWS, token=None) as server:
+    directory = tmp_path_factory.mktemp("status-page")
+    _record_a_redispatched_attempt(directory / "serve.db")
+    with running_server(directory, FLOWS, token=None) as server:
         for workflow, iid in (
             ("sp_ok", OK),
             ("sp_bad", BAD),
@@ -150,7 +192,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    # Times show in the browser's zone: UTC, whatever the machine's, so they can be checked.
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id="UTC")
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -187,7 +230,8 @@ def test_the_list_shows_every_instance_with_its_status_and_filters(
     assert shown[OK] == "COMPLETED" and shown[BAD] == "FAILED"
     assert shown[WAITING] == "RUNNING"  # the id is text: its <script> never ran
     assert page.evaluate("window.__pwned") is None
-    assert page.locator("#instance-table tbody tr").count() == len(shown) == 5  # + the child
+    # the four started here, OK's child, and REDISPATCHED (recorded before the server started)
+    assert page.locator("#instance-table tbody tr").count() == len(shown) == 6
     ids = page.eval_on_selector_all("tr[data-instance]", "rs => rs.map(r => r.dataset.instance)")
     assert ids.index(WAITING) < ids.index(OK)  # newest first
     expect(page.locator("#filter-workflow option")).to_have_count(5)  # all + 4 workflows
@@ -256,6 +300,18 @@ def test_the_timeline_of_a_completed_instance(
     expect(page.locator("#instance-id")).to_have_text(f"{OK}:1:3")
     expect(page.locator("#instance-status .badge")).to_have_text("COMPLETED")
     expect(page.locator("dd a")).to_have_text(OK)  # back to the parent
+
+
+def test_an_attempt_dispatched_again_says_so_on_its_bar(served: Server, page: Page) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(instance_url(served, REDISPATCHED))
+    expect(page.locator("#instance-status .badge")).to_have_text("COMPLETED")
+    bars = page.locator("#timeline g.lane.activity rect.bar")
+    expect(bars).to_have_count(1)  # one attempt, dispatched twice: one bar
+    assert "ok" in _cls(bars)
+    assert "dispatched again 2026-01-05 09:16:00 (no outcome came)" in _title(bars)
+    expect(page.locator("#event-table")).to_contain_text("ActivityRedispatched")
 
 
 def test_a_failed_instance_shows_its_error(served: Server, page: Page) -> None:
