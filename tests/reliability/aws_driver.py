@@ -1357,6 +1357,7 @@ def check_schedule(
         cache[key] = drive_aws(case, None, tables, crashed=crashed, lost=chaotic.lost)
     clean = cache[key]
     check_redispatches(clean, chaotic.lost)
+    check_redispatch_spacing(chaotic)
     check_outcome(clean, chaotic, same_history=False)
     for iid, runs in clean.histories.items():
         got = chaotic.histories[iid]
@@ -1389,6 +1390,26 @@ def check_redispatches(clean: Outcome, lost: frozenset[Key]) -> None:
     for key, count in redispatches(clean).items():
         assert key in lost, f"attempt {key} was dispatched again but never lost"
         assert count == 1, f"attempt {key} was dispatched again {count} times"
+
+
+def check_redispatch_spacing(outcome: Outcome) -> None:
+    """Crashed or not, an attempt is recorded as dispatched again only once it is lost:
+    ``LOST_AFTER_SECONDS`` after it was scheduled, and as long after each such record."""
+    period = timedelta(seconds=LOST_AFTER_SECONDS)
+    for iid, runs in outcome.histories.items():
+        for number, history in enumerate(runs, 1):
+            last: dict[tuple[int, int], datetime] = {}
+            for event in history:
+                if isinstance(event, ActivityScheduled):
+                    last[(event.task_id, event.attempt)] = event.timestamp
+                elif isinstance(event, ActivityRedispatched):
+                    key = (event.task_id, event.attempt)
+                    assert event.timestamp >= last[key] + period, (
+                        f"{iid} run {number}: task {event.task_id} attempt {event.attempt} "
+                        f"dispatched again at {event.timestamp}, before it was lost "
+                        f"(dispatched at {last[key]})"
+                    )
+                    last[key] = event.timestamp
 
 
 def same_task(want: list[dict[str, Any]], have: list[dict[str, Any]]) -> bool:
