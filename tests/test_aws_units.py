@@ -643,6 +643,27 @@ def test_a_park_on_several_attempts_waits_a_moment_once_woken() -> None:
     assert _orchestrate(store, several, clock).woken_wait == FAN_IN_SECONDS
 
 
+def test_a_recovery_records_dispatching_an_attempt_that_was_already_lost() -> None:
+    """A recovery dispatches every pending attempt again; one already lost is recorded as
+    dispatched again, so the call after it (a repark's fresh task) does not dispatch it a
+    third time. A recent one is just dispatched: nothing says it was lost."""
+    store, clock = MemoryStore(), VirtualClock()
+    old = _start(store, remote_chain, 1, clock)
+    first = _orchestrate(store, old, clock)  # the attempt goes out, and is lost
+    clock.advance_to(clock.now() + timedelta(seconds=first.wait_seconds + 60))
+    young = _start(store, remote_chain, 1, clock)
+    _orchestrate(store, young, clock)
+
+    recovered = [_orchestrate(store, iid, clock, recover=True) for iid in (old, young)]
+    assert [r.activities for r in recovered] == [first.activities, recovered[1].activities]
+    assert [len(r.activities) for r in recovered] == [1, 1]  # every pending attempt goes out
+    kinds = {iid: [e.kind for e in store.history(iid)] for iid in (old, young)}
+    assert kinds[old].count("ActivityRedispatched") == 1
+    assert "ActivityRedispatched" not in kinds[young]
+    fresh = _orchestrate(store, old, clock)
+    assert fresh.next == "park" and fresh.activities == []
+
+
 def test_no_lost_note_is_kept_when_the_step_that_would_record_it_ends_stuck() -> None:
     """The call found the attempt lost, then could not step (here its workflow is gone): it
     dispatches nothing, so nothing may later record a dispatch that was not made."""

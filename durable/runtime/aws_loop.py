@@ -89,8 +89,9 @@ LOST_GIVE_UP_PERIODS = 3
 """An attempt dispatched this many times, still without outcome ``lost_after`` seconds after
 the last, is recorded as failed (``ActivityCrashed``) instead of dispatched again: its
 invocations keep dying. The workflow's retry policy decides what follows. A dispatch of an
-attempt found lost is recorded (``ActivityRedispatched``) before it is made; a recovery's
-dispatch of every pending attempt is not (it does not count towards this)."""
+attempt found lost (by this check, or by a recovery) is recorded (``ActivityRedispatched``)
+before it is made; a recovery's dispatch of an attempt not lost yet is not, and does not
+count towards this."""
 TIME_MARGIN_SECONDS = 10.0
 """Hand back to the loop when less than this is left of the Lambda's time."""
 
@@ -310,6 +311,14 @@ def _orchestrate(
         if children:
             obs.start_children(children)
         work = decision.pending if recovering else decision.dispatch
+        if recovering:
+            # Attempts already lost are left to the lost-attempt check below, which records
+            # that they are dispatched again (or gives up on them), as for any lost attempt.
+            found, _ = _lost_attempts(
+                [w for w in work if not _is_local(w)], clock.now(), lost_after
+            )
+            lost_refs = {ActivityRef.of(w) for w in found}
+            work = [w for w in work if ActivityRef.of(w) not in lost_refs]
         recovering = False
         local: list[ActivityWork] = []
         for item in work:

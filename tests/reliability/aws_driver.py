@@ -1432,10 +1432,10 @@ def _same_or_retry_delayed(want: dict[str, Any], have: dict[str, Any]) -> bool:
     """Equal events, or the same retry due later in the crashed run.
 
     A retry is due a delay after its failure arrived. A recovery re-dispatches every
-    attempt it finds in flight and waits a full ``LOST_AFTER_SECONDS`` for them before it
-    looks for lost ones; an attempt whose invocations keep being lost is therefore found
-    lost, and fails, later than in the uninterrupted run (which has no recovery), and its
-    retry is due later: never earlier.
+    attempt it finds in flight that is not lost yet and waits a full ``LOST_AFTER_SECONDS``
+    for them before it looks for lost ones; an attempt whose invocations keep being lost is
+    therefore found lost, and fails, later than in the uninterrupted run (which has no
+    recovery), and its retry is due later: never earlier.
     """
     if want == have:
         return True
