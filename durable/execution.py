@@ -836,7 +836,7 @@ class Execution:
         if isinstance(message, ActivityResult):
             event = self._activity_outcome(message)
         elif isinstance(message, AttemptLost):
-            if self._in_flight(message.task_id, message.run, message.attempt):
+            if self._in_flight(message.task_id, message.run, message.attempt) is not None:
                 event = ActivityRedispatched(task_id=message.task_id, attempt=message.attempt)
         elif isinstance(message, EventMessage):
             event = EventRaised(event=message.event, data=message.data)
@@ -852,19 +852,16 @@ class Execution:
         if event is not None:
             self._apply(self._append(event))  # stamped: a handler may read its time
 
-    def _in_flight(self, task_id: int, run: int, attempt: int) -> bool:
-        """Whether that attempt is the one running now (not answered, not waiting to retry)."""
+    def _in_flight(self, task_id: int, run: int, attempt: int) -> _ActivityState | None:
+        """The activity's state if that attempt is the one running now (not answered, not
+        waiting to retry), else None."""
         state = self.activities.get(task_id)
-        return (
-            run == self.run
-            and state is not None
-            and state.attempt == attempt
-            and state.retry_at is None
-        )
+        stale = state is None or state.attempt != attempt or state.retry_at is not None
+        return None if stale or run != self.run else state
 
     def _activity_outcome(self, message: ActivityResult) -> Event | None:
-        state = self.activities.get(message.task_id)
-        if state is None or not self._in_flight(message.task_id, message.run, message.attempt):
+        state = self._in_flight(message.task_id, message.run, message.attempt)
+        if state is None:
             return None  # stale or duplicate delivery: the attempt already has its outcome
         if message.error is None:
             return ActivityCompleted(

@@ -264,7 +264,7 @@ def orchestrate(
         inline_seconds,
     )
     for result in outcomes:  # not taken by a step (it was cut short, or STUCK): keep them
-        if isinstance(result, ActivityResult):  # a note on a dispatch that did not happen: not
+        if isinstance(result, ActivityResult):  # not an AttemptLost: no dispatch followed it
             store.post(instance_id, result)
     decision.events_before = events
     return decision
@@ -311,21 +311,19 @@ def _orchestrate(
         if children:
             obs.start_children(children)
         work = decision.pending if recovering else decision.dispatch
+        local: list[ActivityWork] = []
+        others: list[ActivityWork] = []
+        for item in work:
+            (local if _is_local(item) else others).append(item)
         if recovering:
             # Attempts already lost are left to the lost-attempt check below, which records
             # that they are dispatched again (or gives up on them), as for any lost attempt.
-            found, _ = _lost_attempts(
-                [w for w in work if not _is_local(w)], clock.now(), lost_after
-            )
-            lost_refs = {ActivityRef.of(w) for w in found}
-            work = [w for w in work if ActivityRef.of(w) not in lost_refs]
+            lost_now, _ = _lost_attempts(others, clock.now(), lost_after)
+            lost_refs = {ActivityRef.of(item) for item in lost_now}
+            others = [item for item in others if ActivityRef.of(item) not in lost_refs]
         recovering = False
-        local: list[ActivityWork] = []
-        for item in work:
-            if _is_local(item):
-                local.append(item)
-            else:
-                remote.setdefault(ActivityRef.of(item), item)
+        for item in others:
+            remote.setdefault(ActivityRef.of(item), item)
         if decision.status.is_terminal:
             return _finished_status(decision.status, steps, local_runs)
         if decision.status == Status.STUCK:
