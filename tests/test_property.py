@@ -44,7 +44,7 @@ from durable.runtime.step import LiveRuns, step
 from durable.store.memory import MemoryStore
 from durable.testing import EPOCH, replay_history
 from durable.workflow import Workflow
-from tests.reliability.harness import comparable, rel_program
+from tests.reliability.harness import rel_program, without_redispatches
 
 IID = "prop-1"
 MAX_ROUNDS = 400
@@ -286,7 +286,7 @@ def test_interrupted_runs_end_like_an_uninterrupted_run(
             clean.output,
             clean.error_type,
         )
-        assert _without_redispatches(chaotic.history) == _without_redispatches(clean.history)
+        assert without_redispatches(chaotic.history) == without_redispatches(clean.history)
 
     # the recorded history replays against the code without non-determinism
     end = replay_history(rel_program, clean.history, instance_id=IID)
@@ -295,16 +295,6 @@ def test_interrupted_runs_end_like_an_uninterrupted_run(
 
 def _dispatch_times(decision: Decision) -> list[tuple[Any, ...]]:
     return [(w.scheduled_at, w.dispatched_at, w.dispatches) for w in decision.pending]
-
-
-def _without_redispatches(history: list[Event]) -> list[dict[str, Any]]:
-    """The history but for ``ActivityRedispatched`` (what a lost attempt adds, in the chaotic
-    run only) and the sequence numbers those shift."""
-    return [
-        {k: v for k, v in event.items() if k != "seq"}
-        for event in comparable(history)
-        if event["kind"] != "ActivityRedispatched"
-    ]
 
 
 def test_the_driver_sees_failures_retries_and_timeouts() -> None:
@@ -337,7 +327,7 @@ def test_the_driver_sees_failures_retries_and_timeouts() -> None:
         for live_chaos in (False, True):
             chaotic = drive(spec, chaos_seed=seed, live=live_chaos)
             assert chaotic.output == clean.output
-            assert _without_redispatches(chaotic.history) == _without_redispatches(clean.history)
+            assert without_redispatches(chaotic.history) == without_redispatches(clean.history)
             redispatched += sum(e.kind == "ActivityRedispatched" for e in chaotic.history)
     assert redispatched > 0  # lost attempts were noted, and resumed runs agreed with replay
     live = drive(spec, live=True)

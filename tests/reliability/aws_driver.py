@@ -149,8 +149,8 @@ from tests.reliability.harness import (
     Outcome,
     check_outcome,
     collect,
-    comparable,
     recorded_outcome,
+    without_redispatches,
 )
 
 DEFINITION = Path(__file__).resolve().parents[2] / "infra" / "statemachine.asl.json"
@@ -1451,12 +1451,10 @@ def by_task(history: Sequence[Event]) -> dict[int | None, list[dict[str, Any]]]:
     """A history's events per task id (``None``: the instance's own), in order, without
     ``seq``: a crash may record results of different tasks in another order (an attempt
     whose result was lost runs again later), never change what one task went through.
-    Without ``ActivityRedispatched``: a crashed run's recovery dispatches an attempt in flight
-    again without recording it, where the uninterrupted run finds it lost and records that."""
+    Without ``ActivityRedispatched``: whether an attempt is found lost depends on when the
+    calls come, which a crash changes (a recovery dispatches every attempt not lost yet
+    again, unrecorded, where the uninterrupted run may later find it lost and record that)."""
     found: dict[int | None, list[dict[str, Any]]] = {}
-    for event in comparable(history):
-        if event["kind"] == "ActivityRedispatched":
-            continue
-        event.pop("seq")
+    for event in without_redispatches(history):
         found.setdefault(event.get("task_id"), []).append(event)
     return found

@@ -658,6 +658,16 @@ def comparable(history: Sequence[Event]) -> list[dict[str, Any]]:
     return out
 
 
+def without_redispatches(history: Sequence[Event]) -> list[dict[str, Any]]:
+    """:func:`comparable` without ``ActivityRedispatched`` (a lost attempt dispatched again:
+    how it was delivered, which a crash may change) and the ``seq`` those shift."""
+    return [
+        {k: v for k, v in event.items() if k != "seq"}
+        for event in comparable(history)
+        if event["kind"] != "ActivityRedispatched"
+    ]
+
+
 def check_outcome(clean: Outcome, chaotic: Outcome, *, same_history: bool = True) -> None:
     """The invariants of a crashed run against the uninterrupted one."""
     for iid, runs in chaotic.histories.items():
