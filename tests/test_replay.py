@@ -366,11 +366,15 @@ def test_a_lost_attempt_dispatched_again_is_recorded_while_it_is_still_in_flight
     ):
         d = sim.step(stale, now=at(21))
         assert d.events == [] and d.consumed == [stale.id]
-    retried = sim.step(activity_result(1, error=OutOfStock("x"), attempt=1), now=at(22))
+    failed = sim.step(activity_result(1, error=OutOfStock("x"), attempt=1, at=at(22)), now=at(22))
+    assert kinds(failed.events) == ["ActivityRetryScheduled"]  # attempt 2 is due at 32
+    backoff = sim.step(AttemptLost(task_id=1, run=1, attempt=1, received_at=at(23)), now=at(23))
+    assert backoff.events == []  # waiting to retry: no attempt is in flight
+    retried = sim.step(now=at(32))
     assert [(w.attempt, w.dispatched_at, w.dispatches) for w in retried.dispatch] == [
-        (2, at(22), 1)  # a new attempt starts its own count
+        (2, at(32), 1)  # a new attempt starts its own count
     ]
-    late = sim.step(AttemptLost(task_id=1, run=1, attempt=1, received_at=at(23)), now=at(23))
+    late = sim.step(AttemptLost(task_id=1, run=1, attempt=1, received_at=at(33)), now=at(33))
     assert late.events == []  # attempt 2 is the one in flight now
     final_replay(sim)
 
